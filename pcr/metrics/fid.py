@@ -1,0 +1,104 @@
+"""FID and KID between two image sets, with any feature extractor of `features.py`.
+
+Features are extracted once per image set, in batches, then fed to torchmetrics'
+`FrechetInceptionDistance` / `KernelInceptionDistance` through a pass-through module, so that one set
+of FP32 (or real) features serves both metrics and the quantized set is embedded only once.
+KID draws random subsets; its generator is seeded so that a stage's metrics.json is reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from pcr.metrics.image import to_nchw_u8
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_KID_SUBSETS = 100
+DEFAULT_KID_SEED = 0
+MIN_SAMPLES = 2  # a covariance (FID) and an unbiased MMD (KID) need two samples per set
+
+
+class _Precomputed(nn.Module):
+    """Pass-through 'extractor': the metrics receive features [N, D] already computed."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+@torch.no_grad()
+def extract_features(
+    images: np.ndarray | Tensor, feature: nn.Module, *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Tensor:
+    """uint8 images -> features [N, D] float64 on CPU, `batch_size` images at a time."""
+    x = to_nchw_u8(images)
+    device = next(feature.parameters(), torch.empty(0)).device
+    chunks = [feature(x[i : i + batch_size].to(device)).double().cpu() for i in range(0, len(x), batch_size)]
+    if not chunks:
+        raise ValueError("no images to embed")
+    return torch.cat(chunks)
+
+
+def fid_kid_from_features(
+    real: Tensor,
+    fake: Tensor,
+    *,
+    kid_subset_size: int,
+    kid_subsets: int = DEFAULT_KID_SUBSETS,
+    seed: int = DEFAULT_KID_SEED,
+) -> dict[str, float]:
+    """FID and KID (mean, std) of features [N_real, D] vs [N_fake, D].
+
+    KID's subset size is clipped to the smaller set, so a small demo set still scores.
+    """
+    if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"features must be [N, D] with one D, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    n = min(len(real), len(fake))
+    if n < MIN_SAMPLES:
+        raise ValueError(f"FID/KID need at least {MIN_SAMPLES} images per set, got {len(real)} and {len(fake)}")
+    if kid_subset_size < 1:
+        raise ValueError(f"kid_subset_size must be >= 1, got {kid_subset_size}")
+    subset = max(min(kid_subset_size, n), MIN_SAMPLES)
+    dim = real.shape[1]
+    real, fake = real.double().cpu(), fake.double().cpu()
+
+    fid = FrechetInceptionDistance(feature=_Precomputed(dim))
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    kid = KernelInceptionDistance(feature=_Precomputed(dim), subsets=kid_subsets, subset_size=subset)
+    kid.update(real, real=True)
+    kid.update(fake, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    return {
+        "fid": float(fid.compute()),
+        "kid": float(kid_mean),
+        "kid_std": float(kid_std),
+        "kid_subset_size": float(subset),
+    }
+
+
+def fid_kid(
+    real_u8: np.ndarray | Tensor,
+    fake_u8: np.ndarray | Tensor,
+    feature: nn.Module,
+    *,
+    kid_subset_size: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = DEFAULT_KID_SEED,
+) -> dict[str, float]:
+    """FID and KID of `fake_u8` against `real_u8` in the feature space of `feature`.
+
+    Images: uint8 [N, H, W, 3] or [N, 3, H, W]. Returns floats: fid, kid, kid_std, kid_subset_size.
+    """
+    real = extract_features(real_u8, feature, batch_size=batch_size)
+    fake = extract_features(fake_u8, feature, batch_size=batch_size)
+    return fid_kid_from_features(real, fake, kid_subset_size=kid_subset_size, seed=seed)
