@@ -8,6 +8,8 @@ KID draws random subsets; its generator is seeded so that a stage's metrics.json
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -72,7 +74,9 @@ def fid_kid_from_features(
     fid = FrechetInceptionDistance(feature=_Precomputed(dim))
     fid.update(real, real=True)
     fid.update(fake, real=False)
-    kid = KernelInceptionDistance(feature=_Precomputed(dim), subsets=kid_subsets, subset_size=subset)
+    with warnings.catch_warnings():  # "will save all extracted features": they are [N, D] features already
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        kid = KernelInceptionDistance(feature=_Precomputed(dim), subsets=kid_subsets, subset_size=subset)
     kid.update(real, real=True)
     kid.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):
