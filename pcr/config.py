@@ -1,0 +1,261 @@
+"""Frozen, validated configuration built from params.yaml.
+
+Every section of params.yaml is one frozen dataclass; `__post_init__` checks values, and
+`from_dict` rejects unknown keys and wrong types with the key, the value and what is allowed.
+Library code receives these objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pcr.quant.affine import MAX_BITS, MIN_BITS
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is missing, unknown or not allowed."""
+
+
+def _check_bits(key: str, value: int) -> None:
+    if not MIN_BITS <= value <= MAX_BITS:
+        raise ConfigError(f"{key}={value!r} is not allowed: bits must be an integer from {MIN_BITS} to {MAX_BITS}")
+
+
+def _choice(key: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed: choose one of {sorted(allowed)}")
+
+
+def _positive(key: str, value: int | float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{key}={value!r} is not allowed: it must be positive")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "data/demo/pipeline"
+    scheduler: str = "ddim"  # pndm | ddim | euler | dpm++
+    steps: int = 20  # T, sampling steps
+    guidance_scale: float = 4.0
+    height: int | None = None  # None: the model's native resolution
+    width: int | None = None
+    negative_prompt: str = ""
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (the last two on CUDA only)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self):
+        from pcr.models.schedulers import SCHEDULERS
+
+        _choice("model.scheduler", self.scheduler, SCHEDULERS)
+        _positive("model.steps", self.steps)
+        if self.guidance_scale < 1.0:
+            raise ConfigError(f"model.guidance_scale={self.guidance_scale!r} is not allowed: use 1.0 (no guidance) or more")
+        _positive("model.height", self.height, allow_none=True)
+        _positive("model.width", self.width, allow_none=True)
+        _choice("model.dtype", self.dtype, {"float32", "float16", "bfloat16"})
+        if not (self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:")):
+            raise ConfigError(f"model.device={self.device!r} is not allowed: use auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    prompts: str = "data/prompts/calibration.txt"
+    num_prompts: int = 32
+    seed: int = 0  # calibration sample i starts from noise seeded with seed + i
+    batch_size: int = 16
+
+    def __post_init__(self):
+        _positive("collect.num_prompts", self.num_prompts)
+        _positive("collect.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    weight_bits: int = 8
+    act_bits: int = 8
+    weight_observer: str = "mse"
+    act_observer: str = "minmax"
+    weight_symmetric: bool = False
+    act_symmetric: bool = False
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    keep_float: tuple[str, ...] = ("conv_in", "conv_out")
+
+    def __post_init__(self):
+        from pcr.quant.observers import OBSERVERS
+
+        _check_bits("quant.weight_bits", self.weight_bits)
+        _check_bits("quant.act_bits", self.act_bits)
+        _choice("quant.weight_observer", self.weight_observer, OBSERVERS)
+        _choice("quant.act_observer", self.act_observer, OBSERVERS)
+        if not self.include:
+            raise ConfigError("quant.include=[] is not allowed: give at least one fnmatch pattern, e.g. ['*']")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    layers: tuple[str, ...] = ("down_blocks.0.resnets.0.conv1", "mid_block.attentions.0.proj_in", "up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q")
+    samples: int = 2  # calibration samples whose activations are stored
+
+    def __post_init__(self):
+        if self.samples < 0:
+            raise ConfigError(f"calibrate.store.samples={self.samples!r} is not allowed: use 0 or more")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    mode: str = "progressive"  # progressive | fp32 | shared
+    num_prompts: int | None = None  # None: every collected prompt
+    batch_size: int = 16
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def __post_init__(self):
+        _choice("calibrate.mode", self.mode, {"progressive", "fp32", "shared"})
+        _positive("calibrate.num_prompts", self.num_prompts, allow_none=True)
+        _positive("calibrate.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class RelaxConfig:
+    fraction: float = 0.0  # share of sampling steps whose activations run at `bits`
+    where: str = "x0"  # x0: the last steps (fidelity) | xT: the first steps (text-image matching)
+    bits: int = 10
+
+    def __post_init__(self):
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ConfigError(f"relax.fraction={self.fraction!r} is not allowed: use a number in [0, 1]")
+        _choice("relax.where", self.where, {"x0", "xT"})
+        _check_bits("relax.bits", self.bits)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    prompts: str = "data/prompts/eval.txt"
+    paraphrase_prompts: str | None = "data/prompts/eval_paraphrase.txt"  # the prompt-generalisation set
+    num_prompts: int = 64  # per set
+    seed: int = 1000  # evaluation sample i starts from noise seeded with seed + i
+    batch_size: int = 16
+
+    def __post_init__(self):
+        _positive("eval.num_prompts", self.num_prompts)
+        _positive("eval.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    grid_images: int = 8  # FP32 / quantized pairs shown in grid.png
+
+    def __post_init__(self):
+        _positive("generate.grid_images", self.grid_images)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    feature: str = "clip"  # feature network of FID/KID: clip | inception
+    feature_path: str | None = "data/demo/clip"
+    clip_path: str | None = "data/demo/clip"  # CLIP model for CLIP score; None: skip
+    real: str | None = "render"  # render (the demo's ground truth) | a folder of images | None
+    kid_subset_size: int = 50
+
+    def __post_init__(self):
+        _positive("score.kid_subset_size", self.kid_subset_size)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "collect": CollectConfig, "quant": QuantConfig, "calibrate": CalibrateConfig,
+    "relax": RelaxConfig, "eval": EvalConfig, "generate": GenerateConfig, "score": ScoreConfig,
+}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(key: str, value: Any, tp) -> Any:
+    """Check `value` against the annotation `tp`; lists become tuples, ints are accepted as floats."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, a)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}={value!r} is not allowed: expected a list of {_type_name(args[0])}")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if origin is Literal:
+        _choice(key, value, set(args))
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}={value!r} is not allowed: expected {_type_name(tp)}, got {type(value).__name__}")
+    return value
+
+
+def from_dict(cls: type, data: Any, section: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{section} must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]} is not a known key: allowed keys of {section} are {names}")
+    return cls(**{k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Params:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    relax: RelaxConfig = field(default_factory=RelaxConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Params:
+        if not isinstance(data, dict):
+            raise ConfigError(f"params must be a mapping of sections, got {type(data).__name__}")
+        extra = sorted(set(data) - set(SECTIONS) - {"run"})
+        if extra:
+            raise ConfigError(f"params section {extra[0]!r} is unknown: sections are {sorted(SECTIONS)}")
+        return cls(**{name: from_dict(c, data.get(name), name) for name, c in SECTIONS.items()})
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file {str(p)!r} does not exist")
+    return Params.from_dict(yaml.safe_load(p.read_text()) or {})
+
+
+def read_prompts(path: str | Path, limit: int | None = None, key: str = "prompts") -> list[str]:
+    """Non-empty, stripped lines of a prompts file; the first `limit` of them."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{key}={str(p)!r}: the prompts file does not exist")
+    lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ConfigError(f"{key}={str(p)!r}: the prompts file is empty")
+    return lines[:limit] if limit else lines

@@ -1,0 +1,80 @@
+"""Streaming per-tensor activation statistics: the sufficient statistics of every observer.
+
+One `RunningStats` per (layer, step) sees every calibration batch of that step. It keeps
+- min, max over everything seen;
+- ema_min, ema_max: moving averages of each batch's min and max (Q-Diffusion's / torch's
+  MovingAverageMinMax rule, momentum EMA_MOMENTUM);
+- optionally a histogram of HIST_BINS bins over [min, max], re-binned when the range grows
+  (as torch.ao's HistogramObserver does), from which percentile and MSE ranges follow.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+HIST_BINS = 1024
+EMA_MOMENTUM = 0.9  # ema <- m * ema + (1 - m) * batch value
+
+
+class RunningStats:
+    def __init__(self, histogram: bool = False, bins: int = HIST_BINS):
+        self.bins = bins
+        self.histogram = histogram
+        self.count = 0
+        self.min = torch.tensor(float("inf"))
+        self.max = torch.tensor(float("-inf"))
+        self.ema_min = torch.tensor(0.0)
+        self.ema_max = torch.tensor(0.0)
+        self.hist = torch.zeros(bins, dtype=torch.float64) if histogram else None
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        x = x.detach().float()
+        b_min, b_max = torch.aminmax(x)
+        b_min, b_max = b_min.cpu(), b_max.cpu()
+        if self.count == 0:
+            self.ema_min, self.ema_max = b_min.clone(), b_max.clone()
+        else:
+            self.ema_min = EMA_MOMENTUM * self.ema_min + (1 - EMA_MOMENTUM) * b_min
+            self.ema_max = EMA_MOMENTUM * self.ema_max + (1 - EMA_MOMENTUM) * b_max
+        new_min, new_max = torch.minimum(self.min, b_min), torch.maximum(self.max, b_max)
+        if self.hist is not None:
+            if self.count > 0 and (new_min < self.min or new_max > self.max):
+                self.hist = _rebin(self.hist, self.min, self.max, new_min, new_max)
+            lo, hi = float(new_min), float(new_max)
+            if hi > lo:
+                self.hist += torch.histc(x, self.bins, lo, hi).double().cpu()
+            else:  # constant tensor: all mass in the first bin
+                self.hist[0] += x.numel()
+        self.min, self.max = new_min, new_max
+        self.count += 1
+
+    def as_tensors(self) -> dict[str, Tensor]:
+        out = {"min": self.min, "max": self.max, "ema_min": self.ema_min, "ema_max": self.ema_max}
+        if self.hist is not None:
+            out["hist"] = self.hist.float()
+        return out
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, Tensor]) -> RunningStats:
+        s = cls(histogram="hist" in t, bins=t["hist"].numel() if "hist" in t else HIST_BINS)
+        s.count = 1
+        s.min, s.max = t["min"].float(), t["max"].float()
+        s.ema_min, s.ema_max = t["ema_min"].float(), t["ema_max"].float()
+        if "hist" in t:
+            s.hist = t["hist"].double()
+        return s
+
+    def bin_centers(self) -> Tensor:
+        width = (self.max - self.min) / self.bins
+        return self.min + width * (torch.arange(self.bins, dtype=torch.float64) + 0.5)
+
+
+def _rebin(hist: Tensor, lo: Tensor, hi: Tensor, new_lo: Tensor, new_hi: Tensor) -> Tensor:
+    """Move each old bin's count to the new bin holding its centre."""
+    bins = hist.numel()
+    centers = lo + (hi - lo) / bins * (torch.arange(bins, dtype=torch.float64) + 0.5)
+    width = float(new_hi - new_lo) / bins
+    idx = ((centers - new_lo) / width).floor().clamp(0, bins - 1).long() if width > 0 else torch.zeros(bins, dtype=torch.long)
+    return torch.zeros_like(hist).index_add_(0, idx, hist)

@@ -1,0 +1,125 @@
+"""quantize_model(unet, cfg): swap the chosen Conv2d/Linear layers for their quantized twins.
+
+Layers are chosen by fnmatch patterns on qualified names (`down_blocks.0.attentions.0.*`),
+never by index: a layer is quantized when it matches some `include` pattern, no `exclude`
+pattern and no `keep_float` pattern. The returned `QuantMap` is what rebuilds the model later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from torch import nn
+
+from pcr.quant.modules import QMODULES, QModuleMixin
+from pcr.quant.observers import get_observer
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    kind: str  # "QConv2d" | "QLinear"
+    weight_bits: int
+    weight_symmetric: bool
+    act_bits: int
+    act_symmetric: bool
+
+
+@dataclass(frozen=True)
+class QuantMap:
+    """Everything needed to rebuild a quantized UNet from its float twin, as JSON."""
+
+    num_steps: int
+    weight_observer: str
+    act_observer: str
+    layers: dict[str, LayerQuant]
+    format_version: int = FORMAT_VERSION
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> QuantMap:
+        d = json.loads(text)
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
+        d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> QuantMap:
+        return cls.from_json(Path(path).read_text())
+
+
+def candidate_layers(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if type(m) in QMODULES]
+
+
+def select_layers(model: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...], keep_float: tuple[str, ...]) -> list[str]:
+    """Qualified names to quantize. Every include and keep_float pattern must match some layer."""
+    names = candidate_layers(model)
+    for key, patterns in (("quant.include", include), ("quant.keep_float", keep_float)):
+        for p in patterns:
+            if not any(fnmatchcase(n, p) for n in names):
+                raise ValueError(
+                    f"{key} pattern {p!r} matches no Conv2d/Linear layer; layer names look like {names[:3]} ... {names[-2:]}"
+                )
+
+    def hit(n: str, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatchcase(n, p) for p in patterns)
+
+    chosen = [n for n in names if hit(n, include) and not hit(n, exclude) and not hit(n, keep_float)]
+    if not chosen:
+        raise ValueError(f"quant.include={list(include)} with exclude={list(exclude)} leaves no layer to quantize")
+    return chosen
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def apply_quant_map(model: nn.Module, qmap: QuantMap) -> dict[str, QModuleMixin]:
+    """Swap in the quantized layers the map names (weights untouched). Returns them by name."""
+    out = {}
+    for name, spec in qmap.layers.items():
+        try:
+            float_layer = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"quantization map names layer {name!r}, which this UNet does not have") from None
+        qcls = QMODULES.get(type(float_layer))
+        if qcls is None or qcls.__name__ != spec.kind:
+            raise ValueError(f"layer {name!r} is {type(float_layer).__name__}, the quantization map expects the float twin of {spec.kind}")
+        q = qcls.from_module(float_layer, num_steps=qmap.num_steps, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
+                             weight_symmetric=spec.weight_symmetric, act_symmetric=spec.act_symmetric)
+        _swap(model, name, q)
+        out[name] = q
+    return out
+
+
+def quantize_model(model: nn.Module, cfg, num_steps: int) -> QuantMap:
+    """Quantize `model` in place per `cfg` (a `pcr.config.QuantConfig`): weights now, activations later."""
+    names = select_layers(model, cfg.include, cfg.exclude, cfg.keep_float)
+    layers = {
+        n: LayerQuant(QMODULES[type(model.get_submodule(n))].__name__, cfg.weight_bits, cfg.weight_symmetric,
+                      cfg.act_bits, cfg.act_symmetric)
+        for n in names
+    }
+    qmap = QuantMap(num_steps, cfg.weight_observer, cfg.act_observer, layers)
+    observer = get_observer(cfg.weight_observer)
+    for q in apply_quant_map(model, qmap).values():
+        q.quantize_weight(observer)
+    return qmap
+
+
+def qmodules(model: nn.Module) -> dict[str, QModuleMixin]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, QModuleMixin)}

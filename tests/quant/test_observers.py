@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from pcr.quant.affine import fake_quantize, params_from_range
+from pcr.quant.observers import OBSERVERS, RunningStats, get_observer
+
+
+def _stream(seed=0, n=5):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2000, generator=g) * (1 + 0.5 * i) for i in range(n)]
+
+
+def test_registry_lists_the_four_observers():
+    assert set(OBSERVERS) == {"minmax", "ema_minmax", "percentile", "mse"}
+    with pytest.raises(ValueError, match=r"observer 'nope' is unknown: allowed are \['ema_minmax', 'minmax', 'mse', 'percentile'\]"):
+        get_observer("nope")
+
+
+def test_minmax_and_ema_follow_their_definitions():
+    batches = _stream()
+    s = RunningStats()
+    for b in batches:
+        s.update(b)
+    lo, hi = get_observer("minmax").activation_range(s, 8, False)
+    assert float(lo) == min(float(b.min()) for b in batches) and float(hi) == max(float(b.max()) for b in batches)
+    ema = float(batches[0].max())
+    for b in batches[1:]:
+        ema = 0.9 * ema + 0.1 * float(b.max())
+    assert float(get_observer("ema_minmax").activation_range(s, 8, False)[1]) == pytest.approx(ema, rel=1e-5)
+
+
+def test_histogram_survives_rebinning_and_percentile_matches_quantile():
+    batches = _stream(1)
+    s = RunningStats(histogram=True)
+    for b in batches:
+        s.update(b)
+    assert float(s.hist.sum()) == sum(b.numel() for b in batches)
+    allx = torch.cat(batches)
+    lo, hi = get_observer("percentile").activation_range(s, 8, False)
+    width = float(s.max - s.min) / s.bins
+    assert float(hi) == pytest.approx(float(torch.quantile(allx, 0.9999)), abs=4 * width)
+    assert float(lo) == pytest.approx(float(torch.quantile(allx, 0.0001)), abs=4 * width)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_mse_range_beats_minmax_on_heavy_tails(bits):
+    g = torch.Generator().manual_seed(2)
+    x = torch.distributions.StudentT(2.0).sample((20000,))
+    s = RunningStats(histogram=True)
+    s.update(x)
+
+    def mse(rng):
+        scale, zp = params_from_range(*rng, bits, False)
+        return float(((fake_quantize(x, scale, zp, bits, False) - x) ** 2).mean())
+
+    assert mse(get_observer("mse").activation_range(s, bits, False)) < mse(get_observer("minmax").activation_range(s, bits, False))
+    w = torch.distributions.StudentT(2.0).sample((8, 256))
+    lo, hi = get_observer("mse").weight_range(w, bits, False)
+    lo_m, hi_m = get_observer("minmax").weight_range(w, bits, False)
+    for lo_, hi_, ref in ((lo, hi, "mse"), (lo_m, hi_m, "minmax")):
+        scale, zp = params_from_range(lo_, hi_, bits, False)
+        err = ((fake_quantize(w, scale, zp, bits, False, axis=0) - w) ** 2).sum(1)
+        if ref == "mse":
+            best = err
+        else:
+            assert (best <= err + 1e-6).all()
+
+
+def test_stats_roundtrip_through_tensors():
+    s = RunningStats(histogram=True)
+    for b in _stream(3):
+        s.update(b)
+    t = RunningStats.from_tensors(s.as_tensors())
+    for name, o in OBSERVERS.items():
+        a, b = o.activation_range(s, 6, False), o.activation_range(t, 6, False)
+        assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1]), name
