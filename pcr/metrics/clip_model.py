@@ -30,7 +30,9 @@ def _as_tensor(features: Tensor | object, what: str) -> Tensor:
     pooled = getattr(features, "pooler_output", None)
     if isinstance(pooled, Tensor):
         return pooled
-    raise TypeError(f"CLIP {what} features: expected a Tensor or an output with pooler_output, got {type(features)}")
+    raise TypeError(
+        f"CLIP {what} features: expected a Tensor or an output with pooler_output, got {type(features)}"
+    )
 
 
 class ClipEmbeddings(nn.Module):
@@ -55,7 +57,9 @@ class ClipEmbeddings(nn.Module):
         # pixel_values: [N, 3, S, S] normalised -> [N, D]
         return _as_tensor(self.model.get_image_features(pixel_values, *args, **kwargs), "image")
 
-    def get_text_features(self, input_ids: Tensor, attention_mask: Tensor | None = None, *args, **kwargs) -> Tensor:
+    def get_text_features(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *args, **kwargs
+    ) -> Tensor:
         # input_ids: [N, L] -> [N, D]
         out = self.model.get_text_features(input_ids, attention_mask, *args, **kwargs)
         return _as_tensor(out, "text")
@@ -77,7 +81,9 @@ def load_clip_model(path: str | Path | None, device: str | torch.device = "cpu")
     return ClipEmbeddings(model).to(device).eval()
 
 
-def load_clip_image_processor(path: str | Path | None, model: ClipEmbeddings | None = None) -> CLIPImageProcessor:
+def load_clip_image_processor(
+    path: str | Path | None, model: ClipEmbeddings | None = None
+) -> CLIPImageProcessor:
     """The saved `CLIPImageProcessor` of `path`; without one, resize/crop to the vision tower's size.
 
     The fallback uses OpenAI CLIP's mean and std and `vision_config.image_size` of the model.
@@ -86,7 +92,9 @@ def load_clip_image_processor(path: str | Path | None, model: ClipEmbeddings | N
     if (path / PREPROCESSOR_FILE).is_file():
         return CLIPImageProcessor.from_pretrained(path, local_files_only=True)
     if model is None:
-        raise FileNotFoundError(f"{path} has no {PREPROCESSOR_FILE}; pass the loaded model to size the processor")
+        raise FileNotFoundError(
+            f"{path} has no {PREPROCESSOR_FILE}; pass the loaded model to size the processor"
+        )
     side = int(model.config.vision_config.image_size)
     return CLIPImageProcessor(
         size={"shortest_edge": side},

@@ -49,7 +49,9 @@ def fit_prompts(processor: CLIPProcessor, prompts: Sequence[str], max_tokens: in
 class ClipScorer:
     """A loaded CLIP model + processor scoring uint8 images against prompts."""
 
-    def __init__(self, clip: ClipEmbeddings, processor: CLIPProcessor, *, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self, clip: ClipEmbeddings, processor: CLIPProcessor, *, batch_size: int = DEFAULT_BATCH_SIZE
+    ):
         self.clip = clip.eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -90,18 +92,27 @@ class ClipScorer:
             batch = list(x[i : i + self.batch_size])  # [3, H, W] uint8 each, as torchmetrics passes them
             pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
             tokens = self.processor(
-                text=texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                text=texts[i : i + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
                 max_length=self.max_tokens,
             )
             img = self.clip.get_image_features(pixels.to(self.device))  # [B, D]
-            txt = self.clip.get_text_features(tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device))
+            txt = self.clip.get_text_features(
+                tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+            )
             cos = torch.nn.functional.cosine_similarity(img.double(), txt.double(), dim=-1)  # [B]
             out.append(CLIP_SCORE_SCALE * cos.cpu())
         return torch.cat(out).numpy()
 
 
 def clip_score(
-    images: np.ndarray | Tensor, prompts: Sequence[str], clip_path: str | Path, *, device: str | torch.device = "cpu"
+    images: np.ndarray | Tensor,
+    prompts: Sequence[str],
+    clip_path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
 ) -> float:
     """CLIP score (0..100) of uint8 images [N, H, W, 3] against their prompts, CLIP loaded from `clip_path`."""
     return ClipScorer.from_dir(clip_path, device).score(images, prompts)

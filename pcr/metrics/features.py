@@ -76,7 +76,9 @@ class ClipImageFeatures(nn.Module):
         self.resize = resize
         self.crop = crop
         self.num_features = clip.embed_dim
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, images: Tensor) -> Tensor:
@@ -126,7 +128,9 @@ class InceptionFeatures(nn.Module):
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         self.net = NoTrainInceptionV3(
-            name="inception-v3-compat", features_list=[str(INCEPTION_DIM)], feature_extractor_weights_path=str(weights)
+            name="inception-v3-compat",
+            features_list=[str(INCEPTION_DIM)],
+            feature_extractor_weights_path=str(weights),
         )
         self.num_features = INCEPTION_DIM
 

@@ -61,10 +61,14 @@ def fid_kid_from_features(
     KID's subset size is clipped to the smaller set, so a small demo set still scores.
     """
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"features must be [N, D] with one D, got {tuple(real.shape)} and {tuple(fake.shape)}")
+        raise ValueError(
+            f"features must be [N, D] with one D, got {tuple(real.shape)} and {tuple(fake.shape)}"
+        )
     n = min(len(real), len(fake))
     if n < MIN_SAMPLES:
-        raise ValueError(f"FID/KID need at least {MIN_SAMPLES} images per set, got {len(real)} and {len(fake)}")
+        raise ValueError(
+            f"FID/KID need at least {MIN_SAMPLES} images per set, got {len(real)} and {len(fake)}"
+        )
     if kid_subset_size < 1:
         raise ValueError(f"kid_subset_size must be >= 1, got {kid_subset_size}")
     subset = max(min(kid_subset_size, n), MIN_SAMPLES)

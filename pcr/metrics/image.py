@@ -26,7 +26,9 @@ def to_nchw_u8(images: np.ndarray | Tensor) -> Tensor:
     channels_last = isinstance(images, np.ndarray)  # numpy arrays are always [N, H, W, 3]
     x = torch.from_numpy(np.ascontiguousarray(images)) if channels_last else images
     if x.dtype != torch.uint8 or x.dim() != 4:
-        raise ValueError(f"expected uint8 images [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {tuple(x.shape)}")
+        raise ValueError(
+            f"expected uint8 images [N, H, W, 3] or [N, 3, H, W], got {x.dtype} {tuple(x.shape)}"
+        )
     channels_last = channels_last or (x.shape[-1] == 3 and x.shape[1] != 3)
     if channels_last:
         x = x.permute(0, 3, 1, 2)
@@ -60,6 +62,12 @@ def ssim_per_image(quant: np.ndarray | Tensor, fp32: np.ndarray | Tensor) -> np.
     q, f = _pair(quant, fp32)
     kernel = _ssim_kernel(*q.shape[-2:])
     ssim = structural_similarity_index_measure(
-        q, f, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=kernel, data_range=U8_RANGE, reduction="none"
+        q,
+        f,
+        gaussian_kernel=True,
+        sigma=SSIM_SIGMA,
+        kernel_size=kernel,
+        data_range=U8_RANGE,
+        reduction="none",
     )
     return ssim.numpy()

@@ -30,9 +30,16 @@ CLIP_KEYS = ("clip_score", "clip_score_fp32")
 
 
 def _check_images(name: str, images: np.ndarray) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[-1] != 3
+    ):
         shape = getattr(images, "shape", None)
-        raise ValueError(f"{name} images must be a uint8 numpy array [N, H, W, 3], got {type(images).__name__} {shape}")
+        raise ValueError(
+            f"{name} images must be a uint8 numpy array [N, H, W, 3], got {type(images).__name__} {shape}"
+        )
 
 
 def feature_network_name(feature: str, feature_path: Path | None) -> str:
@@ -79,7 +86,9 @@ def qdiffbench(
         "ssim_fp32": float(ssim_per_image(quant, fp32).mean()),
     }
     if real is not None:
-        vs_real = fid_kid_from_features(extract_features(real, extractor), quant_f, kid_subset_size=kid_subset_size)
+        vs_real = fid_kid_from_features(
+            extract_features(real, extractor), quant_f, kid_subset_size=kid_subset_size
+        )
         out["fid_real"] = vs_real["fid"]
         out["kid_real"] = vs_real["kid"]
     del extractor

@@ -19,12 +19,22 @@ def make_clip_dir(path, *, with_processor: bool = True, seed: int = 0):
     tok = build_clip_tokenizer(WORDS, path, max_length=TEXT_POSITIONS)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=TEXT_POSITIONS, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=TEXT_POSITIONS,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         ),
         vision_config=dict(
-            image_size=IMAGE_SIDE, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            image_size=IMAGE_SIDE,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
             num_attention_heads=2,
         ),
         projection_dim=EMBED_DIM,

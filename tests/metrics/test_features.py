@@ -30,7 +30,9 @@ def test_registering_a_name_twice_raises():
     assert set(FEATURES) == {"clip", "inception"}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed"
+)
 def test_inception_without_extra_says_how_to_install(tmp_path):
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"")
@@ -51,7 +53,9 @@ def test_clip_features_resize_like_the_processor(clip_dir):
     images = random_images(4, side=IMAGE_SIDE + 16, seed=3)  # 48x48 -> resized to 32, as the processor does
     feature = build_feature("clip", clip_dir)
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    ref_pixels = CLIPImageProcessor.from_pretrained(clip_dir)(images=list(images), return_tensors="pt")["pixel_values"]
+    ref_pixels = CLIPImageProcessor.from_pretrained(clip_dir)(images=list(images), return_tensors="pt")[
+        "pixel_values"
+    ]
     pixels = feature.preprocess(x)
     assert pixels.shape == ref_pixels.shape == (4, 3, IMAGE_SIDE, IMAGE_SIDE)
     # torch's antialiased bicubic vs PIL's: a few uint8 levels apart at most, on average well under one

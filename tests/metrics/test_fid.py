@@ -46,7 +46,9 @@ def test_fid_of_a_set_with_itself_is_zero(clip_feature):
 
 def test_fid_grows_with_noise(clip_feature):
     images = random_images(16)
-    fids = [fid_kid(images, _noisy(images, s), clip_feature, kid_subset_size=8)["fid"] for s in (4.0, 20.0, 60.0)]
+    fids = [
+        fid_kid(images, _noisy(images, s), clip_feature, kid_subset_size=8)["fid"] for s in (4.0, 20.0, 60.0)
+    ]
     assert fids[0] < fids[1] < fids[2], fids
     assert fids[0] > 0
 
