@@ -96,11 +96,15 @@ def inspect_model_dir(path: str | Path) -> ModelInfo:
     class_name = index.get("_class_name")
     if class_name not in PIPELINE_FAMILIES:
         allowed = ", ".join(f"{c} ({f})" for c, f in PIPELINE_FAMILIES.items())
-        raise ModelError(f"{root}: unsupported pipeline class {class_name!r} in {MODEL_INDEX}; supported: {allowed}")
+        raise ModelError(
+            f"{root}: unsupported pipeline class {class_name!r} in {MODEL_INDEX}; supported: {allowed}"
+        )
     family = PIPELINE_FAMILIES[class_name]
     for sub, config_name in FAMILY_COMPONENTS[family].items():
         if not (root / sub).is_dir():
-            raise ModelError(f"{root}: missing component folder {sub!r} ({class_name} needs {', '.join(FAMILY_COMPONENTS[family])})")
+            raise ModelError(
+                f"{root}: missing component folder {sub!r} ({class_name} needs {', '.join(FAMILY_COMPONENTS[family])})"
+            )
         if not (root / sub / config_name).is_file():
             raise ModelError(f"{root}: component {sub!r} has no {config_name}")
     unet = _read_json(root / "unet" / "config.json", root, "UNet config")
