@@ -161,8 +161,12 @@ def load_pipeline(
     scheduler: str | None = None,
     dtype: torch.dtype = torch.float32,
     device: str = "auto",
+    variant: str | None = None,
 ) -> DiffusionPipeline:
-    """The stock diffusers pipeline of `path`, local files only, with its scheduler optionally swapped."""
+    """The stock diffusers pipeline of `path`, local files only, with its scheduler optionally swapped.
+
+    `variant` picks weight files such as `diffusion_pytorch_model.fp16.safetensors` (`variant="fp16"`).
+    """
     info = inspect_model_dir(path)
     if scheduler is not None:
         scheduler_class(scheduler)  # fail on a bad name before loading any weights
@@ -170,6 +174,8 @@ def load_pipeline(
     if dtype in HALF_DTYPES and dev.type != "cuda":
         raise ModelError(f"dtype {dtype} needs a CUDA device, got {dev.type}; use torch.float32 on CPU")
     kwargs: dict[str, Any] = {"local_files_only": True, DTYPE_KWARG: dtype}
+    if variant is not None:
+        kwargs["variant"] = variant
     if info.family == "sd":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipe = PIPELINE_CLASSES[info.family].from_pretrained(info.path, **kwargs)

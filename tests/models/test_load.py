@@ -14,6 +14,7 @@ from pcr.models.load import (
     resolve_device,
     resolve_dtype,
 )
+from pcr.models.tiny import build_tiny_sd
 
 
 def _copy(src, tmp_path, name="model"):
@@ -150,3 +151,17 @@ def test_load_pipeline_refuses_bad_scheduler_and_half_on_cpu(tiny_sd_dir):
         load_pipeline(tiny_sd_dir, scheduler="plms", device="cpu")
     with pytest.raises(ModelError, match="needs a CUDA device"):
         load_pipeline(tiny_sd_dir, dtype=torch.float16, device="cpu")
+
+
+def test_unreadable_model_index(tmp_path):
+    (tmp_path / "model_index.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read pipeline index model_index.json"):
+        inspect_model_dir(tmp_path)
+
+
+def test_load_weight_variant(tmp_path):
+    pipe = load_pipeline(build_tiny_sd(tmp_path / "sd"), device="cpu")
+    pipe.save_pretrained(tmp_path / "variant", variant="fp16")
+    assert (tmp_path / "variant" / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    loaded = load_pipeline(tmp_path / "variant", variant="fp16", device="cpu")
+    assert torch.equal(loaded.unet.conv_in.weight, pipe.unet.conv_in.weight)
