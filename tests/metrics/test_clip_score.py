@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TEXT_POSITIONS, random_images
+from metrics_testlib import TEXT_POSITIONS, random_images
 from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from pcr.metrics.clip_score import ClipScorer, clip_score, fit_prompts

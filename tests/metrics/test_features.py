@@ -3,7 +3,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from conftest import EMBED_DIM, IMAGE_SIDE, make_clip_dir, random_images
+from metrics_testlib import EMBED_DIM, IMAGE_SIDE, make_clip_dir, random_images
 from transformers import CLIPImageProcessor, CLIPModel
 
 from pcr.metrics.features import FEATURES, build_feature, register_feature

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_images
+from metrics_testlib import random_images
 
 from pcr.metrics.features import build_feature
 from pcr.metrics.fid import fid_kid, fid_kid_from_features

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_images
+from metrics_testlib import random_images
 
 from pcr.metrics.image import PSNR_CAP_DB, psnr_per_image, ssim_per_image
 

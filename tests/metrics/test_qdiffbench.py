@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import random_images
+from metrics_testlib import random_images
 
 from pcr.metrics.image import psnr_per_image
 from pcr.metrics.qdiffbench import FEATURE_NETWORK_KEY, qdiffbench, qdiffbench_per_image
