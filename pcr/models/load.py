@@ -109,7 +109,7 @@ def inspect_model_dir(path: str | Path) -> ModelInfo:
             raise ModelError(f"{root}: component {sub!r} has no {config_name}")
     unet = _read_json(root / "unet" / "config.json", root, "UNet config")
     vae = _read_json(root / "vae" / "config.json", root, "VAE config")
-    vae_scale_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    vae_scale_factor = 2 ** (len(vae.get("block_out_channels", (64,))) - 1)  # diffusers default (64,)
     # UNet2DConditionModel down-samples after every down block but the last.
     n_down = len(unet.get("down_block_types", unet.get("block_out_channels", ()))) - 1
     sample = unet.get("sample_size", 64)
