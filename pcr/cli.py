@@ -1,9 +1,12 @@
-"""The `pcr` command line: one command per pipeline stage, plus tools."""
+"""The `pcr` command line: one command per pipeline stage (the same functions the DVC stages call), plus tools."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from pcr import stage
 from pcr.demo.cli import app as demo_app
 
 app = typer.Typer(
@@ -12,6 +15,81 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(demo_app, name="demo")
+
+OUT = Path("outputs")
+ParamsOpt = typer.Option(Path("params.yaml"), "--params", "-p", help="params file")
+
+
+def _params(path: Path):
+    from pcr.config import load_params
+
+    return load_params(path)
+
+
+@app.command()
+def collect(params: Path = ParamsOpt, out: Path = OUT / "trajectories.zarr") -> None:
+    """FP32 trajectories and per-step layer statistics of the calibration prompts."""
+    from pcr.collect import collect as run
+
+    stage.run(lambda: run(_params(params), out))
+
+
+@app.command()
+def reference(params: Path = ParamsOpt, out: Path = OUT / "reference.zarr") -> None:
+    """FP32 images of the evaluation prompts, with the evaluation seeds."""
+    from pcr.generate import reference as run
+
+    stage.run(lambda: run(_params(params), out))
+
+
+@app.command()
+def calibrate(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories.zarr", out: Path = OUT / "calib.zarr",
+              qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json") -> None:
+    """Quantize weights once; calibrate activations per step (progressive | fp32 | shared)."""
+    from pcr.calibrate.run import calibrate as run
+
+    stage.run(lambda: run(_params(params), trajectories, out, qparams, qconfig))
+
+
+@app.command()
+def relax(params: Path = ParamsOpt, qconfig: Path = OUT / "qconfig.json", out: Path = OUT / "schedule.json") -> None:
+    """Per-step activation bitwidth schedule (activation relaxing)."""
+    from pcr.relax import relax as run
+
+    stage.run(lambda: typer.echo(run(_params(params).relax, qconfig, out).to_json()))
+
+
+@app.command()
+def generate(params: Path = ParamsOpt, qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json",
+             calib: Path = OUT / "calib.zarr", schedule: Path = OUT / "schedule.json", reference: Path = OUT / "reference.zarr",
+             out: Path = OUT / "generated.zarr", grid: Path = OUT / "grid.png") -> None:
+    """Images of the evaluation prompts from the quantized UNet with the relax schedule."""
+    from pcr.generate import generate as run
+
+    stage.run(lambda: run(_params(params), qparams, qconfig, calib, schedule, reference, out, grid))
+
+
+@app.command()
+def score(params: Path = ParamsOpt, reference: Path = OUT / "reference.zarr", generated: Path = OUT / "generated.zarr",
+          trajectories: Path = OUT / "trajectories.zarr", calib: Path = OUT / "calib.zarr",
+          metrics: Path = OUT / "metrics.json", plots: Path = OUT / "plots") -> None:
+    """QDiffBench: FID/KID to FP32 and to real, CLIP score, PSNR/SSIM, attribute accuracy."""
+    import json
+
+    from pcr.score import score as run
+
+    stage.run(lambda: typer.echo(json.dumps(run(_params(params), reference, generated, trajectories, calib, metrics, plots), indent=1)))
+
+
+@app.command()
+def inspect(store: Path = typer.Argument(..., help="a .zarr store written by a stage")) -> None:
+    """Print a store's tree: arrays with shape, dtype, dims, chunks and bytes stored; attrs."""
+    from pcr.stores import describe
+
+    if not store.exists():
+        typer.echo(f"error: {store} does not exist", err=True)
+        raise typer.Exit(2)
+    typer.echo(describe(store))
 
 
 @app.command()

@@ -164,6 +164,7 @@ class ScoreConfig:
     feature_path: str | None = "data/demo/clip"
     clip_path: str | None = "data/demo/clip"  # CLIP model for CLIP score; None: skip
     real: str | None = "render"  # render (the demo's ground truth) | a folder of images | None
+    judge: str | None = "data/demo/judge"  # the demo's attribute classifier (text-image matching); None: skip
     kid_subset_size: int = 50
 
     def __post_init__(self):

@@ -1,14 +1,24 @@
-"""The quantization core: affine codes, observers, quantized layers, quantize/save/load."""
+"""The quantization core: affine codes, observers, quantized layers, quantize/save/load.
 
-from pcr.quant.affine import dequantize, fake_quantize, params_from_range, qrange, quantize
-from pcr.quant.modules import ActQuantizer, QConv2d, QLinear, QModuleMixin
-from pcr.quant.observers import OBSERVERS, RunningStats, get_observer
-from pcr.quant.quantize import QuantMap, apply_quant_map, qmodules, quantize_model, select_layers
-from pcr.quant.serialize import load_quantized, save_quantized
-from pcr.quant.step import current_step, timestep
+Names are imported lazily (PEP 562), so `import pcr.quant.affine` reads no other file: each DVC
+stage then depends on exactly the quantization files it uses.
+"""
 
-__all__ = [
-    "OBSERVERS", "ActQuantizer", "QConv2d", "QLinear", "QModuleMixin", "QuantMap", "RunningStats", "apply_quant_map",
-    "current_step", "dequantize", "fake_quantize", "get_observer", "load_quantized", "params_from_range", "qmodules",
-    "qrange", "quantize", "quantize_model", "save_quantized", "select_layers", "timestep",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "pcr.quant.affine": ("dequantize", "fake_quantize", "params_from_range", "qrange", "quantize"),
+    "pcr.quant.modules": ("ActQuantizer", "QConv2d", "QLinear", "QModuleMixin"),
+    "pcr.quant.observers": ("OBSERVERS", "RunningStats", "get_observer"),
+    "pcr.quant.quantize": ("QuantMap", "apply_quant_map", "qmodules", "quantize_model", "select_layers"),
+    "pcr.quant.serialize": ("load_quantized", "save_quantized"),
+    "pcr.quant.step": ("current_step", "timestep"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'pcr.quant' has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name]), name)

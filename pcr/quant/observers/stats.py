@@ -5,7 +5,9 @@ One `RunningStats` per (layer, step) sees every calibration batch of that step. 
 - ema_min, ema_max: moving averages of each batch's min and max (Q-Diffusion's / torch's
   MovingAverageMinMax rule, momentum EMA_MOMENTUM);
 - optionally a histogram of HIST_BINS bins over [min, max], re-binned when the range grows
-  (as torch.ao's HistogramObserver does), from which percentile and MSE ranges follow.
+  (as torch.ao's HistogramObserver does), from which percentile and MSE ranges follow. Tensors
+  larger than HIST_SAMPLE elements feed it a strided subsample (weighted by the stride), which
+  keeps the histogram's cost near that of min/max on real model sizes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor
 
 HIST_BINS = 1024
+HIST_SAMPLE = 1 << 16  # elements per update that feed the histogram (a strided subsample of larger tensors)
 EMA_MOMENTUM = 0.9  # ema <- m * ema + (1 - m) * batch value
 
 
@@ -41,12 +44,14 @@ class RunningStats:
         new_min, new_max = torch.minimum(self.min, b_min), torch.maximum(self.max, b_max)
         if self.hist is not None:
             if self.count > 0 and (new_min < self.min or new_max > self.max):
-                self.hist = _rebin(self.hist, self.min, self.max, new_min, new_max)
+                self.hist = rebin(self.hist, self.min, self.max, new_min, new_max)
             lo, hi = float(new_min), float(new_max)
+            flat = x.reshape(-1)
+            stride = -(-flat.numel() // HIST_SAMPLE)  # min/max stay exact; the shape of the tails is sampled
             if hi > lo:
-                self.hist += torch.histc(x, self.bins, lo, hi).double().cpu()
+                self.hist += torch.histc(flat[::stride], self.bins, lo, hi).double().cpu() * stride
             else:  # constant tensor: all mass in the first bin
-                self.hist[0] += x.numel()
+                self.hist[0] += flat.numel()
         self.min, self.max = new_min, new_max
         self.count += 1
 
@@ -71,7 +76,7 @@ class RunningStats:
         return self.min + width * (torch.arange(self.bins, dtype=torch.float64) + 0.5)
 
 
-def _rebin(hist: Tensor, lo: Tensor, hi: Tensor, new_lo: Tensor, new_hi: Tensor) -> Tensor:
+def rebin(hist: Tensor, lo: Tensor, hi: Tensor, new_lo: Tensor, new_hi: Tensor) -> Tensor:
     """Move each old bin's count to the new bin holding its centre."""
     bins = hist.numel()
     centers = lo + (hi - lo) / bins * (torch.arange(bins, dtype=torch.float64) + 0.5)

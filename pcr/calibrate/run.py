@@ -1,0 +1,106 @@
+"""calibrate: quantize the weights once, calibrate activations per step, write calib.zarr + qparams.
+
+Resumable: every finished step is in `<calib.zarr>.partial` (x̂_{k+1}, eps_k, the step's statistics
+and its stored activations) with `steps_done` in the attrs. Quantizer parameters are a function of
+the stored statistics, and stateful schedulers are replayed from the stored x̂ and eps, so a rerun
+after a kill continues from the last finished step. A partial store is never renamed into place
+before the last step and the qparams are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from pcr.calibrate.observe import stack_stats, unstack_stats
+from pcr.calibrate.sweep import Calibration, StepResult, replay_schedulers, sweep
+from pcr.collect import add_stats_arrays, add_trajectory_arrays, fingerprint, write_stats
+from pcr.config import ConfigError, Params
+from pcr.quant.affine import code_dtype, quantize
+from pcr.quant.observers import get_observer
+from pcr.quant.quantize import qmodules, quantize_model
+from pcr.quant.serialize import save_quantized
+from pcr.sampling import load_sampler
+from pcr.stores import add_array, create_store, finish_store, open_store, resume_store
+
+ACT_DIMS = {5: ("step", "sample", "channel", "height", "width"), 4: ("step", "sample", "token", "channel"),
+            3: ("step", "sample", "channel")}
+
+
+def fp32_stats_reader(traj: zarr.Group, names: list[str], histogram: bool):
+    """step k -> the FP32 statistics (collect's) of the quantized layers."""
+    idx = [traj.attrs["layers"].index(n) for n in names]
+    stats = ["min", "max", "ema_min", "ema_max"] + (["hist"] if histogram else [])
+    cache = {s: traj[f"stats/{s}"][:][:, idx] for s in stats}  # [T, L(, B)]: small, read once
+    return lambda k: unstack_stats({s: v[k] for s, v in cache.items()}, names)
+
+
+def _write_activations(store: zarr.Group, r: StepResult, qlayers, T: int) -> None:
+    for name, x in r.captured.items():
+        aq = qlayers[name].input_quant
+        bits, sym = int(aq.bits[r.k]), aq.symmetric
+        codes = quantize(x, aq.scale[r.k], aq.zero_point[r.k], bits, sym).numpy()  # [S, ...]
+        path = f"activations/{name}"
+        if path not in store:
+            dtype = np.dtype(str(code_dtype(bits, sym)).removeprefix("torch."))
+            add_array(store, path, (T, *codes.shape), dtype, ACT_DIMS[codes.ndim + 1], (1, *codes.shape), (T, *codes.shape),
+                      layer=name, scale=[None] * T, zero_point=[None] * T, bits=[None] * T, symmetric=sym)
+        arr = store[path]
+        arr[r.k] = codes
+        attrs = dict(arr.attrs)
+        for key, v in (("scale", float(aq.scale[r.k])), ("zero_point", int(aq.zero_point[r.k])), ("bits", bits)):
+            attrs[key][r.k] = v
+        arr.attrs.update(attrs)
+
+
+def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams: str | Path, qconfig: str | Path,
+              progress: bool = True) -> None:
+    cfg = params.calibrate
+    traj = open_store(trajectories, "trajectories")
+    n_traj = traj["x"].shape[1]
+    n = cfg.num_prompts or n_traj
+    if n > n_traj:
+        raise ConfigError(f"calibrate.num_prompts={n} is not allowed: trajectories.zarr holds {n_traj} prompts (collect.num_prompts)")
+    pipe, sampler = load_sampler(params.model)
+    T = sampler.num_steps
+    if traj.attrs["num_steps"] != T:
+        raise ConfigError(f"{trajectories} has {traj.attrs['num_steps']} steps but model.steps gives {T}: rerun collect")
+    qmap = quantize_model(pipe.unet, params.quant, T)
+    qlayers = qmodules(pipe.unet)
+    names = list(qmap.layers)
+    observer = get_observer(params.quant.act_observer)
+    dev = sampler.unet.device
+    cond = {k.removeprefix("cond/"): torch.from_numpy(traj[f"cond/{k}"][:n]) for k in traj["cond"].array_keys()}
+    store_layers = tuple(name for name in names if any(fnmatchcase(name, p) for p in cfg.store.layers))
+    cal = Calibration(sampler, qlayers, cond, fp32_stats_reader(traj, names, observer.needs_histogram), observer,
+                      params.quant.act_bits, cfg.batch_size, store_layers, min(cfg.store.samples, cfg.batch_size))
+
+    fp = fingerprint(traj.attrs["fingerprint"], n, asdict(params.quant), cfg.mode, cfg.batch_size, asdict(cfg.store))
+    store = resume_store(out, "calibration", fp)
+    if store is None:
+        store = create_store(out, "calibration", fingerprint=fp, mode=cfg.mode, layers=names, num_steps=T, steps_done=0,
+                             act_bits=params.quant.act_bits, act_observer=params.quant.act_observer, num_prompts=n)
+        add_trajectory_arrays(store, sampler, n, cfg.batch_size)
+        add_stats_arrays(store, T, names, observer.needs_histogram)
+        store["x"][0] = traj["x"][0, :n]
+    done = int(store.attrs["steps_done"])
+    for k in range(done):  # resume: parameters of finished steps follow from their stored statistics
+        cal.set_params(unstack_stats({s: store[f"stats/{s}"][k] for s in store["stats"].array_keys()}, names), k)
+    schedulers = replay_schedulers(cal, lambda j: torch.from_numpy(store["x"][j]), lambda j: torch.from_numpy(store["eps"][j]), done)
+
+    def on_step(r: StepResult) -> None:
+        store["x"][r.k + 1] = r.x_next.numpy()
+        store["eps"][r.k] = r.eps.numpy()
+        write_stats(store, r.k, stack_stats(r.stats, names))
+        _write_activations(store, r, qlayers, T)
+        store.attrs["steps_done"] = r.k + 1  # last: a step counts only once all of it is written
+
+    x = torch.from_numpy(store["x"][done]).to(dev)
+    sweep(cal, cfg.mode, x, start=done, schedulers=schedulers, on_step=on_step, progress=progress)
+    save_quantized(pipe.unet, qmap, qparams, qconfig)
+    finish_store(store, out)

@@ -1,0 +1,140 @@
+"""Per-step activation calibration along the quantized trajectory.
+
+Modes (one code path):
+- `progressive` (PCR): at step k the input x̂_k already carries the error of the quantized steps
+  before it. (1) observe: run step k on x̂_k with activations quantized at the starting parameters,
+  recording each layer's input statistics; (2) fix step k's parameters from them; (3) advance:
+  run step k again with those parameters, giving x̂_{k+1}. Two UNet passes per step: O(T).
+- `fp32`: step k's parameters from the FP32 trajectory's statistics (collect's); one pass per step.
+- `shared`: one parameter set from the FP32 statistics of all steps (Q-Diffusion); one pass.
+
+`naive_progressive` is the official code's loop, which reruns every prompt from x_T for each k
+(about T²/2 passes); it exists to show both give the same parameters, and for benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pcr.calibrate.observe import StatsRecorder, merge_stats
+from pcr.models.conditioning import select
+from pcr.quant.modules import QModuleMixin
+from pcr.quant.observers import Observer, RunningStats
+from pcr.sampling import Sampler
+
+MODES = ("progressive", "fp32", "shared")
+StepStats = dict[str, RunningStats]
+
+
+@dataclass
+class StepResult:
+    k: int
+    x_next: Tensor  # x̂_{k+1} [N, C, h, w]
+    eps: Tensor  # guided model output at step k [N, C, h, w]
+    stats: StepStats  # the statistics step k's parameters were fixed from
+    captured: dict[str, Tensor] = field(default_factory=dict)  # layer -> inputs of the first samples
+
+
+@dataclass
+class Calibration:
+    """What a sweep needs; the quantized layers are inside `sampler.unet`."""
+
+    sampler: Sampler
+    qlayers: dict[str, QModuleMixin]
+    cond: dict[str, Tensor]  # [N, 2, ...]
+    starting_stats: Callable[[int], StepStats]  # FP32 statistics of step k
+    observer: Observer
+    bits: int
+    batch_size: int
+    capture_layers: tuple[str, ...] = ()
+    capture_samples: int = 0
+
+    @property
+    def batches(self) -> list[slice]:
+        n = next(iter(self.cond.values())).shape[0]
+        return [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
+
+    def set_params(self, stats: StepStats, k: int) -> None:
+        for name, q in self.qlayers.items():
+            lo, hi = self.observer.activation_range(stats[name], self.bits, q.input_quant.symmetric)
+            q.input_quant.set_step(k, lo, hi, self.bits)
+
+    def observe(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list) -> StepStats:
+        """Input statistics of step k on x (activations quantized at step k's current parameters)."""
+        rec.recording, rec.capture_rows = True, None
+        rec.start()
+        for b, sched in zip(self.batches, schedulers, strict=True):
+            self.sampler.eps(x[b], k, select(self.cond, b), sched)
+        rec.recording = False
+        return rec.stats
+
+    def advance(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list) -> tuple[Tensor, Tensor, dict]:
+        """x̂_k -> (x̂_{k+1}, eps_k), capturing the first samples' (conditional branch) layer inputs."""
+        rec.recording, rec.captured = False, {}
+        xs, eps = [], []
+        for i, (b, sched) in enumerate(zip(self.batches, schedulers, strict=True)):
+            n_b = b.stop - b.start
+            s = min(self.capture_samples, n_b)
+            rec.capture_rows = slice(n_b, n_b + s) if i == 0 and s > 0 else None  # CFG rows: [uncond; cond]
+            e = self.sampler.eps(x[b], k, select(self.cond, b), sched)
+            xs.append(self.sampler.step(sched, e, k, x[b]).cpu())
+            eps.append(e.cpu())
+        rec.capture_rows = None
+        return torch.cat(xs), torch.cat(eps), dict(rec.captured)
+
+    def recorder(self) -> StatsRecorder:
+        rec = StatsRecorder(self.sampler.unet, list(self.qlayers), histogram=self.observer.needs_histogram)
+        rec.capture_layers = set(self.capture_layers)
+        return rec
+
+
+def sweep(cal: Calibration, mode: str, x: Tensor, *, start: int = 0, schedulers: list | None = None,
+          on_step: Callable[[StepResult], None] | None = None, progress: bool = True) -> Tensor:
+    """Calibrate steps start..T-1 from x = x̂_start; returns x̂_T. `on_step` sees every finished step."""
+    if mode not in MODES:
+        raise ValueError(f"calibrate.mode={mode!r} is not allowed: choose one of {list(MODES)}")
+    s = cal.sampler
+    schedulers = schedulers or [s.new_scheduler() for _ in cal.batches]
+    shared = merge_stats([cal.starting_stats(k) for k in range(s.num_steps)], list(cal.qlayers)) if mode == "shared" else None
+    with cal.recorder() as rec:
+        for k in tqdm(range(start, s.num_steps), desc=f"calibrate ({mode})", disable=not progress, initial=start, total=s.num_steps):
+            if mode == "progressive":
+                cal.set_params(cal.starting_stats(k), k)
+                stats = cal.observe(rec, k, x, schedulers)
+            else:
+                stats = shared if mode == "shared" else cal.starting_stats(k)
+            cal.set_params(stats, k)
+            x_next, eps, captured = cal.advance(rec, k, x, schedulers)
+            if on_step is not None:
+                on_step(StepResult(k, x_next, eps, stats, captured))
+            x = x_next
+    return x
+
+
+def naive_progressive(cal: Calibration, x_T: Tensor, progress: bool = False) -> None:
+    """The official code's progressive loop: for each k, rerun from x_T through the calibrated steps."""
+    s = cal.sampler
+    with cal.recorder() as rec:
+        for k in tqdm(range(s.num_steps), desc="calibrate (naive)", disable=not progress):
+            schedulers = [s.new_scheduler() for _ in cal.batches]
+            x = x_T
+            for j in range(k):
+                x, _, _ = cal.advance(rec, j, x, schedulers)
+            cal.set_params(cal.starting_stats(k), k)
+            cal.set_params(cal.observe(rec, k, x, schedulers), k)
+
+
+def replay_schedulers(cal: Calibration, xs: Callable[[int], Tensor], eps: Callable[[int], Tensor], steps: int) -> list:
+    """Scheduler states after `steps` finished steps, rebuilt from the stored x̂_j and eps_j (no UNet)."""
+    schedulers = [cal.sampler.new_scheduler() for _ in cal.batches]
+    for j in range(steps):
+        x_j, e_j = xs(j), eps(j)
+        for b, sched in zip(cal.batches, schedulers, strict=True):
+            sched.scale_model_input(x_j[b], cal.sampler.timesteps[j])
+            cal.sampler.step(sched, e_j[b], j, x_j[b])
+    return schedulers

@@ -1,0 +1,14 @@
+"""DVC stage calibrate: weights once, activations per step -> calib.zarr, qparams.safetensors, qconfig.json."""
+
+from pcr import stage
+from pcr.calibrate.run import calibrate
+from pcr.config import load_params
+
+
+def main(argv: list[str] | None = None) -> None:
+    params, traj, calib, qparams, qconfig = stage.paths(argv, ["params", "trajectories", "calib", "qparams", "qconfig"], "calibrate")
+    stage.run(lambda: calibrate(load_params(params), traj, calib, qparams, qconfig))
+
+
+if __name__ == "__main__":
+    main()

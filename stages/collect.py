@@ -1,0 +1,14 @@
+"""DVC stage collect: FP32 trajectories of the calibration prompts -> trajectories.zarr."""
+
+from pcr import stage
+from pcr.collect import collect
+from pcr.config import load_params
+
+
+def main(argv: list[str] | None = None) -> None:
+    params, out = stage.paths(argv, ["params", "trajectories"], "collect")
+    stage.run(lambda: collect(load_params(params), out))
+
+
+if __name__ == "__main__":
+    main()

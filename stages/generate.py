@@ -1,0 +1,15 @@
+"""DVC stage generate: the quantized UNet with the relax schedule on the evaluation prompts -> generated.zarr, grid.png."""
+
+from pcr import stage
+from pcr.config import load_params
+from pcr.generate import generate
+
+
+def main(argv: list[str] | None = None) -> None:
+    names = ["params", "qparams", "qconfig", "calib", "schedule", "reference", "generated", "grid"]
+    params, *paths = stage.paths(argv, names, "generate")
+    stage.run(lambda: generate(load_params(params), *paths))
+
+
+if __name__ == "__main__":
+    main()
