@@ -58,35 +58,41 @@ def _write_activations(store: zarr.Group, r: StepResult, qlayers, T: int) -> Non
         arr.attrs.update(attrs)
 
 
-def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams: str | Path, qconfig: str | Path,
-              progress: bool = True) -> None:
+def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajectories.zarr"):
+    """The pipeline with its UNet quantized (weights done) and the Calibration that sweeps it."""
     cfg = params.calibrate
-    traj = open_store(trajectories, "trajectories")
     n_traj = traj["x"].shape[1]
     n = cfg.num_prompts or n_traj
     if n > n_traj:
-        raise ConfigError(f"calibrate.num_prompts={n} is not allowed: trajectories.zarr holds {n_traj} prompts (collect.num_prompts)")
+        raise ConfigError(f"calibrate.num_prompts={n} is not allowed: {trajectories} holds {n_traj} prompts (collect.num_prompts)")
     pipe, sampler = load_sampler(params.model)
     T = sampler.num_steps
     if traj.attrs["num_steps"] != T:
         raise ConfigError(f"{trajectories} has {traj.attrs['num_steps']} steps but model.steps gives {T}: rerun collect")
     qmap = quantize_model(pipe.unet, params.quant, T)
-    qlayers = qmodules(pipe.unet)
     names = list(qmap.layers)
     observer = get_observer(params.quant.act_observer)
-    dev = sampler.unet.device
-    cond = {k.removeprefix("cond/"): torch.from_numpy(traj[f"cond/{k}"][:n]) for k in traj["cond"].array_keys()}
+    cond = {k: torch.from_numpy(traj[f"cond/{k}"][:n]) for k in traj["cond"].array_keys()}
     store_layers = tuple(name for name in names if any(fnmatchcase(name, p) for p in cfg.store.layers))
-    cal = Calibration(sampler, qlayers, cond, fp32_stats_reader(traj, names, observer.needs_histogram), observer,
+    cal = Calibration(sampler, qmodules(pipe.unet), cond, fp32_stats_reader(traj, names, observer.needs_histogram), observer,
                       params.quant.act_bits, cfg.batch_size, store_layers, min(cfg.store.samples, cfg.batch_size))
+    return pipe, qmap, cal
 
+
+def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams: str | Path, qconfig: str | Path,
+              progress: bool = True) -> None:
+    cfg = params.calibrate
+    traj = open_store(trajectories, "trajectories")
+    pipe, qmap, cal = prepare(params, traj, trajectories)
+    sampler, names, T = cal.sampler, list(qmap.layers), cal.sampler.num_steps
+    n = next(iter(cal.cond.values())).shape[0]
     fp = fingerprint(traj.attrs["fingerprint"], n, asdict(params.quant), cfg.mode, cfg.batch_size, asdict(cfg.store))
     store = resume_store(out, "calibration", fp)
     if store is None:
         store = create_store(out, "calibration", fingerprint=fp, mode=cfg.mode, layers=names, num_steps=T, steps_done=0,
                              act_bits=params.quant.act_bits, act_observer=params.quant.act_observer, num_prompts=n)
         add_trajectory_arrays(store, sampler, n, cfg.batch_size)
-        add_stats_arrays(store, T, names, observer.needs_histogram)
+        add_stats_arrays(store, T, names, cal.observer.needs_histogram)
         store["x"][0] = traj["x"][0, :n]
     done = int(store.attrs["steps_done"])
     for k in range(done):  # resume: parameters of finished steps follow from their stored statistics
@@ -97,10 +103,10 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
         store["x"][r.k + 1] = r.x_next.numpy()
         store["eps"][r.k] = r.eps.numpy()
         write_stats(store, r.k, stack_stats(r.stats, names))
-        _write_activations(store, r, qlayers, T)
+        _write_activations(store, r, cal.qlayers, T)
         store.attrs["steps_done"] = r.k + 1  # last: a step counts only once all of it is written
 
-    x = torch.from_numpy(store["x"][done]).to(dev)
+    x = torch.from_numpy(store["x"][done]).to(sampler.unet.device)
     sweep(cal, cfg.mode, x, start=done, schedulers=schedulers, on_step=on_step, progress=progress)
     save_quantized(pipe.unet, qmap, qparams, qconfig)
     finish_store(store, out)

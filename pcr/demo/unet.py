@@ -60,6 +60,10 @@ def build_unet(cfg: UNetConfig, latent_channels: int = 4) -> UNet2DConditionMode
         attention_head_dim=cfg.attention_head_dim,
         cross_attention_dim=cfg.cross_attention_dim,
         norm_num_groups=cfg.norm_num_groups,
+        # A pooled-text path into the time embedding, computed from encoder_hidden_states alone
+        # (stock pipelines need nothing extra): global conditioning that pins the colour.
+        addition_embed_type="text",
+        addition_embed_type_num_heads=cfg.attention_head_dim,
     )
 
 

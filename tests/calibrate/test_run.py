@@ -1,0 +1,102 @@
+"""The calibrate stage: its stores, resuming after a kill, and never passing off a partial store."""
+
+import json
+
+import numpy as np
+import torch
+import pytest
+import zarr
+
+from pcr.calibrate import run as run_mod
+from pcr.calibrate.run import calibrate
+from pcr.collect import collect
+from pcr.quant.affine import dequantize
+from pcr.stores import StoreError, open_store, partial_path
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_sd_dir, small_params):
+    params = small_params(tiny_sd_dir, model={"scheduler": "pndm", "steps": 5})
+    collect(params, tmp_path / "traj.zarr", progress=False)
+    return params, tmp_path
+
+
+def _outs(tmp_path, tag):
+    return [tmp_path / "traj.zarr", tmp_path / f"{tag}.zarr", tmp_path / f"{tag}.safetensors", tmp_path / f"{tag}.json"]
+
+
+def test_calib_store_layout(setup):
+    params, tmp = setup
+    calibrate(params, *_outs(tmp, "c"), progress=False)
+    g = zarr.open_group(str(tmp / "c.zarr"), mode="r")  # plain zarr opens it
+    T = g.attrs["num_steps"]
+    assert g.attrs["complete"] is True and g.attrs["steps_done"] == T
+    assert g["x"].shape[:2] == (T + 1, 5) and g["x"].metadata.dimension_names == ("step", "sample", "channel", "height", "width")
+    assert g["stats/max"].shape == (T, len(g.attrs["layers"]))
+    act = g["activations/down_blocks.0.resnets.0.conv1"]
+    assert act.dtype == np.uint8 and act.shape[:2] == (T, 2)
+    assert act.metadata.dimension_names == ("step", "sample", "channel", "height", "width")
+    # integer codes + per-step scale / zero point give back activations inside that step's range
+    k = 1
+    x_hat = dequantize(torch.from_numpy(act[k]), torch.tensor(act.attrs["scale"][k]),
+                       torch.tensor(act.attrs["zero_point"][k]))
+    idx = g.attrs["layers"].index("down_blocks.0.resnets.0.conv1")
+    assert float(x_hat.min()) >= g["stats/min"][k, idx] - act.attrs["scale"][k]
+    assert float(x_hat.max()) <= g["stats/max"][k, idx] + act.attrs["scale"][k]
+    assert json.loads((tmp / "c.json").read_text())["format_version"] == 1
+
+
+def test_killed_run_resumes_from_last_finished_step_and_matches(setup, monkeypatch):
+    params, tmp = setup
+    calibrate(params, *_outs(tmp, "full"), progress=False)
+
+    original = run_mod.write_stats
+    calls = {"n": 0}
+
+    def dying_write_stats(store, k, arrays):
+        calls["n"] += 1
+        if k == 3:
+            raise Killed  # dies while writing step 3: steps 0-2 are finished
+        original(store, k, arrays)
+
+    monkeypatch.setattr(run_mod, "write_stats", dying_write_stats)
+    with pytest.raises(Killed):
+        calibrate(params, *_outs(tmp, "resumed"), progress=False)
+    assert not (tmp / "resumed.zarr").exists() and not (tmp / "resumed.safetensors").exists()
+    with pytest.raises(StoreError, match="does not exist.*interrupted run"):
+        open_store(tmp / "resumed.zarr", "calibration")
+    assert zarr.open_group(str(partial_path(tmp / "resumed.zarr")), mode="r").attrs["steps_done"] == 3
+
+    resumed_steps = []
+    monkeypatch.setattr(run_mod, "write_stats", lambda store, k, arrays: (resumed_steps.append(k), original(store, k, arrays)))
+    calibrate(params, *_outs(tmp, "resumed"), progress=False)
+    T = open_store(tmp / "full.zarr", "calibration").attrs["num_steps"]
+    assert resumed_steps == list(range(3, T))  # only the unfinished steps ran
+    a, b = open_store(tmp / "full.zarr", "calibration"), open_store(tmp / "resumed.zarr", "calibration")
+    np.testing.assert_array_equal(a["x"][:], b["x"][:])
+    np.testing.assert_array_equal(a["stats/max"][:], b["stats/max"][:])
+    assert (tmp / "full.safetensors").read_bytes() == (tmp / "resumed.safetensors").read_bytes()
+    assert not partial_path(tmp / "resumed.zarr").exists()
+
+
+def test_changed_params_do_not_resume_a_stale_partial_store(setup, small_params, tiny_sd_dir, monkeypatch):
+    params, tmp = setup
+    monkeypatch.setattr(run_mod, "write_stats", lambda *a: (_ for _ in ()).throw(Killed))
+    with pytest.raises(Killed):
+        calibrate(params, *_outs(tmp, "c"), progress=False)
+    monkeypatch.undo()
+    other = small_params(tiny_sd_dir, model={"scheduler": "pndm", "steps": 5}, quant={"act_bits": 6})
+    calibrate(other, *_outs(tmp, "c"), progress=False)
+    assert open_store(tmp / "c.zarr", "calibration").attrs["act_bits"] == 6
+
+
+def test_too_many_calibration_prompts_is_a_clear_error(setup, small_params, tiny_sd_dir):
+    _, tmp = setup
+    params = small_params(tiny_sd_dir, model={"scheduler": "pndm", "steps": 5}, calibrate={"num_prompts": 50})
+    with pytest.raises(ValueError, match=r"calibrate.num_prompts=50 is not allowed: .* holds 5 prompts"):
+        calibrate(params, *_outs(tmp, "c"), progress=False)
+    assert not (tmp / "c.zarr").exists() and not partial_path(tmp / "c.zarr").exists()

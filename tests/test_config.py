@@ -1,0 +1,49 @@
+import pytest
+import yaml
+
+from pcr.config import ConfigError, Params, load_params, read_prompts
+
+
+def test_repo_params_yaml_is_valid():
+    p = load_params("params.yaml")
+    assert p.calibrate.mode == "progressive"
+
+
+@pytest.mark.parametrize("data,msg", [
+    ({"quant": {"act_bitz": 8}}, r"quant.act_bitz is not a known key: allowed keys of quant are \["),
+    ({"quant": {"act_bits": "8"}}, r"quant.act_bits='8' is not allowed: expected int, got str"),
+    ({"quant": {"weight_bits": 0}}, r"quant.weight_bits=0 is not allowed: bits must be an integer from 2 to 16"),
+    ({"quant": {"act_bits": True}}, r"quant.act_bits=True is not allowed: expected int"),
+    ({"quant": {"include": "*"}}, r"quant.include='\*' is not allowed: expected a list of str"),
+    ({"calibrate": {"mode": "greedy"}}, r"calibrate.mode='greedy' is not allowed: choose one of \['fp32', 'progressive', 'shared'\]"),
+    ({"calibrate": {"store": {"layerz": []}}}, r"calibrate.store.layerz is not a known key"),
+    ({"relax": {"fraction": 2}}, r"relax.fraction=2.0 is not allowed"),
+    ({"model": {"scheduler": "ddpm"}}, r"model.scheduler='ddpm' is not allowed: choose one of \['ddim', 'dpm\+\+', 'euler', 'pndm'\]"),
+    ({"model": {"dtype": "int8"}}, r"model.dtype='int8' is not allowed"),
+    ({"extra": {}}, r"params section 'extra' is unknown"),
+])
+def test_bad_params_name_key_value_and_allowed(data, msg):
+    with pytest.raises(ConfigError, match=msg):
+        Params.from_dict(data)
+
+
+def test_ints_are_accepted_as_floats_and_lists_become_tuples():
+    p = Params.from_dict({"model": {"guidance_scale": 7}, "quant": {"exclude": ["a.*"]}})
+    assert p.model.guidance_scale == 7.0 and p.quant.exclude == ("a.*",)
+
+
+def test_prompts_file_missing_or_empty(tmp_path):
+    with pytest.raises(ConfigError, match=r"collect.prompts='.*nope.txt': the prompts file does not exist"):
+        read_prompts(tmp_path / "nope.txt", key="collect.prompts")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(ConfigError, match="the prompts file is empty"):
+        read_prompts(tmp_path / "empty.txt")
+    (tmp_path / "p.txt").write_text(" a \n\nb\nc\n")
+    assert read_prompts(tmp_path / "p.txt", limit=2) == ["a", "b"]
+
+
+def test_load_params_file(tmp_path):
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"relax": {"fraction": 0.2, "where": "xT"}}))
+    assert load_params(tmp_path / "p.yaml").relax.where == "xT"
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "missing.yaml")
