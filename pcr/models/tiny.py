@@ -141,3 +141,30 @@ def build_tiny_sdxl(path: str | Path, seed: int = 0) -> Path:
         scheduler=PNDMScheduler(**SCHEDULER_CONFIG),
     )
     return _save(pipe, path)
+
+
+CLIP_WORDS = ("a", "red", "green", "blue", "circle", "square", "on", "gray", "background", "small", "big")
+CLIP_IMAGE_SIDE = 32
+CLIP_TEXT_POSITIONS = 12
+CLIP_EMBED_DIM = 16
+
+
+def build_tiny_clip(path: str | Path, seed: int = 0, *, with_processor: bool = True) -> Path:
+    """A tiny randomly initialised CLIPModel (text + image towers, 32 px) with tokenizer and processor."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tok = build_clip_tokenizer(CLIP_WORDS, path, max_length=CLIP_TEXT_POSITIONS)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=CLIP_TEXT_POSITIONS, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(image_size=CLIP_IMAGE_SIDE, patch_size=8, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2),
+        projection_dim=CLIP_EMBED_DIM,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).eval().save_pretrained(path)
+    if with_processor:
+        side = CLIP_IMAGE_SIDE
+        CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(path)
+    return Path(path)

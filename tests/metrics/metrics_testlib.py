@@ -8,47 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-from pcr.models.tokenizer import build_clip_tokenizer
+from pcr.models.tiny import CLIP_EMBED_DIM as EMBED_DIM
+from pcr.models.tiny import CLIP_IMAGE_SIDE as IMAGE_SIDE
+from pcr.models.tiny import CLIP_TEXT_POSITIONS as TEXT_POSITIONS
+from pcr.models.tiny import CLIP_WORDS, build_tiny_clip
 
-WORDS = ["a", "red", "green", "blue", "circle", "square", "on", "gray", "background", "small", "big"]
-IMAGE_SIDE = 32
-TEXT_POSITIONS = 12
-EMBED_DIM = 16
+WORDS = list(CLIP_WORDS)
 
 
 def make_clip_dir(path, *, with_processor: bool = True, seed: int = 0):
-    tok = build_clip_tokenizer(WORDS, path, max_length=TEXT_POSITIONS)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=TEXT_POSITIONS,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        ),
-        vision_config=dict(
-            image_size=IMAGE_SIDE,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-        ),
-        projection_dim=EMBED_DIM,
-    )
-    torch.manual_seed(seed)
-    CLIPModel(config).eval().save_pretrained(path)
-    if with_processor:
-        CLIPImageProcessor(
-            size={"shortest_edge": IMAGE_SIDE}, crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE}
-        ).save_pretrained(path)
-    return path
+    return build_tiny_clip(path, seed, with_processor=with_processor)
 
 
 def random_images(n: int, side: int = IMAGE_SIDE, seed: int = 0) -> np.ndarray:
