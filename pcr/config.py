@@ -171,9 +171,14 @@ class ScoreConfig:
         _positive("score.kid_subset_size", self.kid_subset_size)
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    launcher: str = ""  # prefix of the stage commands in dvc.yaml, e.g. "accelerate launch --num_processes 8"
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig, "collect": CollectConfig, "quant": QuantConfig, "calibrate": CalibrateConfig,
-    "relax": RelaxConfig, "eval": EvalConfig, "generate": GenerateConfig, "score": ScoreConfig,
+    "relax": RelaxConfig, "eval": EvalConfig, "generate": GenerateConfig, "score": ScoreConfig, "run": RunConfig,
 }
 
 
@@ -233,12 +238,13 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     @classmethod
     def from_dict(cls, data: dict) -> Params:
         if not isinstance(data, dict):
             raise ConfigError(f"params must be a mapping of sections, got {type(data).__name__}")
-        extra = sorted(set(data) - set(SECTIONS) - {"run"})
+        extra = sorted(set(data) - set(SECTIONS))
         if extra:
             raise ConfigError(f"params section {extra[0]!r} is unknown: sections are {sorted(SECTIONS)}")
         return cls(**{name: from_dict(c, data.get(name), name) for name, c in SECTIONS.items()})

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import diffusers
 import numpy as np
 import torch
+import transformers
 from diffusers import DiffusionPipeline
 from torch import Tensor, nn
 
@@ -69,6 +70,7 @@ class Sampler:
 def load_sampler(cfg: ModelConfig) -> tuple[DiffusionPipeline, Sampler]:
     """The pipeline of `cfg.path` and a sampler over its UNet (checks path, resolution and dtype first)."""
     diffusers.utils.logging.disable_progress_bar()  # our own bars cover the work; loading is quick
+    transformers.utils.logging.disable_progress_bar()
     info = inspect_model_dir(cfg.path)
     height, width = cfg.height or info.sample_size, cfg.width or info.sample_size
     check_resolution(info, height, width)
