@@ -2,7 +2,8 @@
 
 metrics.json (flat keys for the standard set, a nested block per other set):
     fid_fp32, kid_fp32, fid_real, kid_real, clip_score, clip_score_fp32, psnr_fp32, ssim_fp32,
-    color_acc / shape_acc (+ _fp32) on the demo, average_bits, feature_network
+    color_acc / shape_acc / background_acc / all_acc on the demo (the judge), average_bits,
+    feature_network; `fp32`: the same metrics of the FP32 images themselves (the table's FP32 row)
 plots/step_error.csv: relative L2 error of the quantized calibration trajectory per step,
     ||x̂_k - x_k|| / ||x_k||, against the FP32 one (the accumulated error PCR targets).
 """
@@ -20,6 +21,7 @@ from pcr.metrics.qdiffbench import qdiffbench
 from pcr.stores import StoreError, open_store
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+FP32_ROW_KEYS = ("fid_fp32", "kid_fp32", "fid_real", "kid_real", "clip_score")
 
 
 def real_images(source: str, prompts: list[str], seeds: list[int], size: tuple[int, int]) -> np.ndarray | None:
@@ -62,14 +64,18 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
         quant, fp32 = gen[f"images/{name}"][:], ref[f"images/{name}"][:]
         seeds = [gen.attrs["seed"] + i for i in range(len(prompts))]
         real = real_images(cfg.real, prompts, seeds, quant.shape[1:3]) if cfg.real else None
-        m = qdiffbench(quant, fp32, real, prompts, feature=cfg.feature, feature_path=Path(cfg.feature_path) if cfg.feature_path else None,
-                       clip_path=Path(cfg.clip_path) if cfg.clip_path else None, kid_subset_size=cfg.kid_subset_size)
+        bench = dict(feature=cfg.feature, feature_path=Path(cfg.feature_path) if cfg.feature_path else None,
+                     clip_path=Path(cfg.clip_path) if cfg.clip_path else None, kid_subset_size=cfg.kid_subset_size)
+        m = qdiffbench(quant, fp32, real, prompts, **bench)
+        # the FP32 row of the results table: the same metrics of the FP32 images (fid_fp32 is 0 by definition)
+        fp32_row = {k: v for k, v in qdiffbench(fp32, fp32, real, prompts, **bench).items() if k in FP32_ROW_KEYS}
         if cfg.judge:
             from pcr.demo.judge import attribute_accuracy, load_judge
 
             judge = load_judge(cfg.judge)
             m.update(attribute_accuracy(quant, prompts, judge))
-            m.update({f"{k}_fp32": v for k, v in attribute_accuracy(fp32, prompts, judge).items()})
+            fp32_row.update(attribute_accuracy(fp32, prompts, judge))
+        m["fp32"] = fp32_row
         if name == "standard":
             metrics.update(m)
         else:
