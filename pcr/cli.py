@@ -93,6 +93,18 @@ def inspect(store: Path = typer.Argument(..., help="a .zarr store written by a s
 
 
 @app.command()
+def report(
+    weight_bits: list[int] = typer.Option([8, 4], help="weight bitwidths of the table's row groups"),
+    set_: list[str] = typer.Option([], "--set", "-S", help="extra params overrides for every row, e.g. eval.num_prompts=32"),
+    out: Path = OUT / "results.md",
+) -> None:
+    """Run the results table's rows as DVC experiments and write a markdown table of their metrics."""
+    from pcr.report import run
+
+    typer.echo(run(out=out, weight_bits=tuple(weight_bits), extra=tuple(set_)))
+
+
+@app.command()
 def version() -> None:
     """Print the pcr version."""
     from pcr import __version__
