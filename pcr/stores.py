@@ -68,6 +68,14 @@ def resume_store(path: str | Path, kind: str, fingerprint: str) -> zarr.Group | 
     return group
 
 
+def open_partial(path: str | Path) -> zarr.Group:
+    """The partial store `<path>.partial` another process (the main one) created, for writing its region."""
+    tmp = partial_path(path)
+    if not tmp.exists():
+        raise StoreError(f"store {str(tmp)!r} does not exist: the main process creates it before the others write")
+    return zarr.open_group(str(tmp), mode="r+")
+
+
 def finish_store(group: zarr.Group, path: str | Path) -> None:
     """Mark complete and move `<path>.partial` to `path` (replacing what was there)."""
     group.attrs["complete"] = True

@@ -3,8 +3,8 @@
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 import zarr
 
 from pcr.calibrate import run as run_mod

@@ -44,7 +44,7 @@ def test_histogram_survives_rebinning_and_percentile_matches_quantile():
 
 @pytest.mark.parametrize("bits", [3, 4])
 def test_mse_range_beats_minmax_on_heavy_tails(bits):
-    g = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
     x = torch.distributions.StudentT(2.0).sample((20000,))
     s = RunningStats(histogram=True)
     s.update(x)

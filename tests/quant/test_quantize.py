@@ -2,10 +2,19 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import tiny_unet, unet_inputs
+from quant_testlib import tiny_unet, unet_inputs
 
 from pcr.config import ConfigError, QuantConfig
-from pcr.quant import QConv2d, QLinear, QuantMap, load_quantized, qmodules, quantize_model, save_quantized, timestep
+from pcr.quant import (
+    QConv2d,
+    QLinear,
+    QuantMap,
+    load_quantized,
+    qmodules,
+    quantize_model,
+    save_quantized,
+    timestep,
+)
 from pcr.quant.quantize import candidate_layers
 
 
