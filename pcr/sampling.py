@@ -22,7 +22,7 @@ from diffusers import DiffusionPipeline
 from torch import Tensor, nn
 
 from pcr.config import ModelConfig
-from pcr.models.conditioning import encode_prompts, guide, unet_kwargs
+from pcr.models.conditioning import encode_prompts, guide, is_sdxl, unet_kwargs
 from pcr.models.load import check_resolution, inspect_model_dir, load_pipeline, resolve_device, resolve_dtype
 from pcr.quant.step import timestep
 
@@ -93,8 +93,14 @@ def conditioning(pipe: DiffusionPipeline, prompts: list[str], cfg: ModelConfig, 
 
 @torch.no_grad()
 def decode(pipe: DiffusionPipeline, latents: Tensor) -> np.ndarray:
-    """Latents [N, C, h, w] -> uint8 images [N, H, W, 3]."""
+    """Latents [N, C, h, w] -> uint8 images [N, H, W, 3].
+
+    As the stock SDXL pipeline does, an fp16 SDXL VAE with `force_upcast` (SDXL base's VAE overflows in
+    fp16: NaN, black images) is moved to float32 for decoding, once, and stays there.
+    """
     vae = pipe.vae
+    if is_sdxl(pipe) and vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        vae.to(torch.float32)
     z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
     img = vae.decode(z).sample.float()  # [N, 3, H, W] in [-1, 1]
     img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
