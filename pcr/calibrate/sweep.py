@@ -49,7 +49,7 @@ class Calibration:
     cond: dict[str, Tensor]  # [N, 2, ...]
     starting_stats: Callable[[int], StepStats]  # FP32 statistics of step k
     observer: Observer
-    bits: int
+    bits: int | tuple[int, ...]  # activation bits, one for all steps or one per step (the official relaxed calibration)
     batch_size: int
     capture_layers: tuple[str, ...] = ()
     capture_samples: int = 0
@@ -59,10 +59,14 @@ class Calibration:
         n = next(iter(self.cond.values())).shape[0]
         return [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
 
+    def bits_at(self, k: int) -> int:
+        return self.bits if isinstance(self.bits, int) else self.bits[k]
+
     def set_params(self, stats: StepStats, k: int) -> None:
+        bits = self.bits_at(k)
         for name, q in self.qlayers.items():
-            lo, hi = self.observer.activation_range(stats[name], self.bits, q.input_quant.symmetric)
-            q.input_quant.set_step(k, lo, hi, self.bits)
+            lo, hi = self.observer.activation_range(stats[name], bits, q.input_quant.symmetric)
+            q.input_quant.set_step(k, lo, hi, bits)
 
     def observe(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list) -> StepStats:
         """Input statistics of step k on x (activations quantized at step k's current parameters)."""
