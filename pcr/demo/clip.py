@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextModel, CLIPTokenizer
 
-from pcr.demo.data import Pool, random_captions
+from pcr.demo.data import Pool, random_captions, to_model_range
 from pcr.demo.judge import augment
 from pcr.demo.loop import LoopConfig, train
 from pcr.demo.render import vocabulary
@@ -99,8 +99,6 @@ def train_clip(pool: Pool, cfg: CLIPDemoConfig, loop: LoopConfig, ckpt: Path | N
         labels = pool.labels[idx]  # [B, 3]
         caps = random_captions(labels, np.random.default_rng([seed, i]), cfg.paraphrase_prob)
         same = torch.from_numpy((labels[:, None, :] == labels[None, :, :]).all(-1))  # [B, B]
-        from pcr.demo.data import to_model_range
-
         x = augment(to_model_range(pool.images[idx]), gen)
         return contrastive_loss(model, x, tokenize(tokenizer, caps), same)
 

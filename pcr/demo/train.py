@@ -32,7 +32,7 @@ class TrainConfig:
     vae_loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1200, lr=1e-3, warmup=50))
     clip_loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1000, lr=1e-3, warmup=100, weight_decay=0.01))
     unet_loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=5000, lr=6e-4, warmup=200, ema_decay=0.999, ckpt_every=250)
+        default_factory=lambda: LoopConfig(steps=2500, lr=6e-4, warmup=200, ema_decay=0.999, ckpt_every=250)
     )
 
     def __post_init__(self) -> None:

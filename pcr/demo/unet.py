@@ -9,8 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from tqdm import tqdm
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPModel
 
 from pcr.demo.clip import demo_tokenizer, text_encoder_from, tokenize
@@ -135,5 +140,4 @@ def export_pipeline(unet: UNet2DConditionModel, vae: AutoencoderKL, clip: CLIPMo
         vae=vae, text_encoder=text_encoder_from(clip), tokenizer=demo_tokenizer(), unet=unet,
         scheduler=default_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
-    for _ in tqdm([0], desc="export pipeline"):
-        pipe.save_pretrained(out_dir)
+    pipe.save_pretrained(out_dir)
