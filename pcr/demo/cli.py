@@ -14,7 +14,9 @@ PROMPTS_DIR = Path("data/prompts")
 
 
 @app.command()
-def prompts(out_dir: Path = typer.Option(PROMPTS_DIR, help="Where calibration/eval/eval_paraphrase .txt go.")) -> None:
+def prompts(
+    out_dir: Path = typer.Option(PROMPTS_DIR, help="Where calibration/eval/eval_paraphrase .txt go."),
+) -> None:
     """Write the prompt files (deterministic)."""
     from pcr.demo.render import write_prompt_files
 
@@ -39,7 +41,9 @@ def train(
 
 @app.command("eval")
 def eval_(
-    out_dir: Path = typer.Option(DEMO_DIR, help="Demo dir holding pipeline/ and judge/; quality.json and grid.png go here."),
+    out_dir: Path = typer.Option(
+        DEMO_DIR, help="Demo dir holding pipeline/ and judge/; quality.json and grid.png go here."
+    ),
     steps: int = typer.Option(None, help="Sampling steps (default: the recommended 25)."),
     guidance: float = typer.Option(None, help="Classifier-free guidance scale (default: the recommended 5)."),
     limit: int = typer.Option(None, help="Only the first N prompts (quick look)."),

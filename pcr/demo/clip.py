@@ -22,7 +22,11 @@ from pcr.demo.render import vocabulary
 from pcr.models.tokenizer import build_clip_tokenizer
 
 MAX_LENGTH = 16  # longest caption is 9 words + BOS + EOS
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, as CLIPImageProcessor's default
+CLIP_MEAN = (
+    0.48145466,
+    0.4578275,
+    0.40821073,
+)  # OpenAI CLIP's normalisation, as CLIPImageProcessor's default
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
@@ -51,7 +55,10 @@ def demo_tokenizer(out_dir: str | Path | None = None) -> CLIPTokenizer:
 
 def image_processor() -> CLIPImageProcessor:
     return CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
     )
 
 
@@ -76,19 +83,27 @@ def pixel_values(images_m11: torch.Tensor) -> torch.Tensor:
 
 def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
     """[N, MAX_LENGTH] input ids, padded as StableDiffusionPipeline pads."""
-    return tokenizer(captions, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        captions, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
-def contrastive_loss(model: CLIPModel, images_m11: torch.Tensor, ids: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(
+    model: CLIPModel, images_m11: torch.Tensor, ids: torch.Tensor, same: torch.Tensor
+) -> torch.Tensor:
     """Symmetric InfoNCE where every pair with the same labels counts as positive (same: [N, N] bool)."""
-    img = F.normalize(model.get_image_features(pixel_values=pixel_values(images_m11)).pooler_output, dim=-1)  # [N, P]
+    img = F.normalize(
+        model.get_image_features(pixel_values=pixel_values(images_m11)).pooler_output, dim=-1
+    )  # [N, P]
     txt = F.normalize(model.get_text_features(input_ids=ids).pooler_output, dim=-1)  # [N, P]
     logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # [N, N]
     target = same.float() / same.float().sum(1, keepdim=True)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T))
 
 
-def train_clip(pool: Pool, cfg: CLIPDemoConfig, loop: LoopConfig, ckpt: Path | None, seed: int = 0) -> CLIPModel:
+def train_clip(
+    pool: Pool, cfg: CLIPDemoConfig, loop: LoopConfig, ckpt: Path | None, seed: int = 0
+) -> CLIPModel:
     torch.manual_seed(seed)
     tokenizer = demo_tokenizer()
     model = build_clip(cfg, tokenizer)

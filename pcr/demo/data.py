@@ -16,7 +16,11 @@ from tqdm import tqdm
 from pcr.demo.render import BACKGROUNDS, COLORS, SHAPES, TEMPLATES, Labels, all_labels, caption, render
 
 ATTRIBUTES = ("color", "shape", "background")
-VALUES: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "background": tuple(BACKGROUNDS)}
+VALUES: dict[str, tuple[str, ...]] = {
+    "color": tuple(COLORS),
+    "shape": SHAPES,
+    "background": tuple(BACKGROUNDS),
+}
 POOL_SEED_OFFSET = 1_000_000  # pool image seeds never collide with evaluation seeds (0, 1, ...)
 
 
@@ -29,7 +33,9 @@ class Pool:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[1:] != (32, 32, 3) or self.images.dtype != np.uint8:
-            raise ValueError(f"pool images must be [N, 32, 32, 3] uint8, got {self.images.shape} {self.images.dtype}")
+            raise ValueError(
+                f"pool images must be [N, 32, 32, 3] uint8, got {self.images.shape} {self.images.dtype}"
+            )
         if self.labels.shape != (len(self.images), len(ATTRIBUTES)):
             raise ValueError(f"pool labels must be [N, 3], got {self.labels.shape}")
 

@@ -90,6 +90,8 @@ def evaluate(pipeline_dir: Path, judge_dir: Path, prompts: Path, paraphrase_prom
     (out_dir / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
     grid_caps = caps[:GRID_ROWS]
     grid_seeds = [1000 + k for k in range(GRID_COLS)]
-    grid = generate(pipe, [c for c in grid_caps for _ in grid_seeds], grid_seeds * len(grid_caps), steps, guidance)
+    grid = generate(
+        pipe, [c for c in grid_caps for _ in grid_seeds], grid_seeds * len(grid_caps), steps, guidance
+    )
     save_grid(grid, [c for c in grid_caps for _ in grid_seeds], out_dir / "grid.png")
     return result

@@ -34,7 +34,9 @@ class JudgeConfig:
 
     def __post_init__(self) -> None:
         if self.width < 4 or self.batch_size < 1:
-            raise ValueError(f"JudgeConfig width={self.width} must be >= 4, batch_size={self.batch_size} >= 1")
+            raise ValueError(
+                f"JudgeConfig width={self.width} must be >= 4, batch_size={self.batch_size} >= 1"
+            )
 
 
 class Judge(nn.Module):

@@ -86,7 +86,12 @@ def train(
         bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}", refresh=False)
         done = step + 1
         if ckpt_path is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": done}
+            state = {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "step": done,
+            }
             if ema is not None:
                 state["ema"] = ema.state_dict()
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)

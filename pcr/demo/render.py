@@ -199,7 +199,8 @@ def prompt_sets() -> dict[str, list[str]]:
     evals = [caption(combos[i]) for i in order[N_CALIBRATION : N_CALIBRATION + N_EVAL]]
     para_idx = rng.choice(len(combos), size=N_PARAPHRASE, replace=False)
     para = [
-        caption(combos[i], PARAPHRASE_TEMPLATES[j % len(PARAPHRASE_TEMPLATES)]) for j, i in enumerate(para_idx)
+        caption(combos[i], PARAPHRASE_TEMPLATES[j % len(PARAPHRASE_TEMPLATES)])
+        for j, i in enumerate(para_idx)
     ]
     return {"calibration": calib, "eval": evals, "eval_paraphrase": para}
 

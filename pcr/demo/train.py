@@ -30,7 +30,9 @@ class TrainConfig:
     pool_per_combo: int = 80  # 288 combinations x 80 jittered renders
     judge_loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=800, lr=2e-3, warmup=50))
     vae_loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1200, lr=1e-3, warmup=50))
-    clip_loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1000, lr=1e-3, warmup=100, weight_decay=0.01))
+    clip_loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(steps=1000, lr=1e-3, warmup=100, weight_decay=0.01)
+    )
     unet_loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(steps=2500, lr=6e-4, warmup=200, ema_decay=0.999, ckpt_every=250)
     )

@@ -25,7 +25,12 @@ from pcr.demo.render import TEMPLATES, all_labels, caption
 from pcr.demo.vae import VAEConfig, build_vae, encode_pool, scaling_factor
 
 LATENT_SIZE = 8
-SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,9 @@ class UNetConfig:
                 f"norm_num_groups={self.norm_num_groups}"
             )
         if self.batch_size < 1 or self.layers_per_block < 1:
-            raise ValueError(f"UNetConfig batch_size={self.batch_size}, layers_per_block={self.layers_per_block} must be >= 1")
+            raise ValueError(
+                f"UNetConfig batch_size={self.batch_size}, layers_per_block={self.layers_per_block} must be >= 1"
+            )
         for name in ("uncond_prob", "paraphrase_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"UNetConfig.{name}={getattr(self, name)} must be in [0, 1]")
@@ -95,7 +102,9 @@ def load_vae(work: Path) -> AutoencoderKL:
     return vae.eval()
 
 
-def train_and_export_unet(pool: Pool, cfg: UNetConfig, loop: LoopConfig, work: Path, out: Path, seed: int = 0) -> None:
+def train_and_export_unet(
+    pool: Pool, cfg: UNetConfig, loop: LoopConfig, work: Path, out: Path, seed: int = 0
+) -> None:
     vae = load_vae(work)
     cache = work / "latents.npz"
     if not cache.exists():

@@ -31,7 +31,9 @@ class VAEConfig:
                 f"of norm_num_groups={self.norm_num_groups}"
             )
         if self.latent_channels < 1 or self.batch_size < 1:
-            raise ValueError(f"VAEConfig latent_channels={self.latent_channels}, batch_size={self.batch_size} must be >= 1")
+            raise ValueError(
+                f"VAEConfig latent_channels={self.latent_channels}, batch_size={self.batch_size} must be >= 1"
+            )
 
 
 def build_vae(cfg: VAEConfig) -> AutoencoderKL:
@@ -49,7 +51,9 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKL:
     )
 
 
-def train_vae(pool: Pool, cfg: VAEConfig, loop: LoopConfig, ckpt: Path | None, seed: int = 0) -> AutoencoderKL:
+def train_vae(
+    pool: Pool, cfg: VAEConfig, loop: LoopConfig, ckpt: Path | None, seed: int = 0
+) -> AutoencoderKL:
     torch.manual_seed(seed)
     vae = build_vae(cfg)
 

@@ -22,7 +22,9 @@ def test_judge_reads_rendered_ground_truth():
     assert acc["color_acc"] >= 0.95 and acc["shape_acc"] >= 0.95 and acc["background_acc"] >= 0.95, acc
 
 
-@pytest.mark.skipif(not (DEMO / "pipeline").exists(), reason="data/demo/pipeline not trained yet (pcr demo train)")
+@pytest.mark.skipif(
+    not (DEMO / "pipeline").exists(), reason="data/demo/pipeline not trained yet (pcr demo train)"
+)
 def test_committed_pipeline_loads_offline_and_generates():
     from diffusers import StableDiffusionPipeline
 

@@ -42,7 +42,9 @@ def test_parse_is_lenient_on_case_and_spaces():
     assert parse_caption("  A Red   Circle on a gray background ") == Labels("red", "circle", "gray")
 
 
-@pytest.mark.parametrize("text", ["a purple circle on a gray background", "a red circle", "", "red circle on gray"])
+@pytest.mark.parametrize(
+    "text", ["a purple circle on a gray background", "a red circle", "", "red circle on gray"]
+)
 def test_unparseable_caption_raises_clear_error(text):
     with pytest.raises(ValueError, match="cannot parse caption") as err:
         parse_caption(text)
@@ -59,7 +61,9 @@ def test_bad_labels_name_the_value():
 def test_vocabulary_covers_every_caption_word():
     vocab = set(vocabulary())
     for template in TEMPLATES:
-        for word in caption(Labels("red", "circle", "gray"), template).replace(",", " ").replace(";", " ").split():
+        for word in (
+            caption(Labels("red", "circle", "gray"), template).replace(",", " ").replace(";", " ").split()
+        ):
             assert word in vocab
     assert set(SHAPES) <= vocab
 

@@ -25,7 +25,9 @@ def test_judge_step_save_load(pool, tmp_path):
     cfg = JudgeConfig(width=4, batch_size=4)
     model = train_judge(pool, cfg, ONE_STEP, tmp_path / "judge.ckpt")
     save_judge(model, cfg, tmp_path / "judge")
-    acc = attribute_accuracy(pool.images[:8], [pool_caption(pool, i) for i in range(8)], load_judge(tmp_path / "judge"))
+    acc = attribute_accuracy(
+        pool.images[:8], [pool_caption(pool, i) for i in range(8)], load_judge(tmp_path / "judge")
+    )
     assert set(acc) >= {"color_acc", "shape_acc", "background_acc"}
 
 
