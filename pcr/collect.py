@@ -3,27 +3,32 @@
 The FP32 pass that records x_t is also the one the official code calls its "original calibration":
 with hooks on every Conv2d/Linear it yields, per step, the statistics behind the `fp32` baseline
 and the progressive sweep's starting parameters, at no extra UNet pass.
+
+Under `accelerate launch` the batches are spread over processes (pcr.distributed); each batch records
+its own statistics and every step's are reduced over all batches, so trajectories and statistics are
+the same for any process count: min/max exact, the EMA folded over batch minima/maxima in batch
+order, the histogram the sum of the batch histograms re-binned to the step's [min, max].
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 import zarr
 from tqdm.auto import tqdm
 
-from pcr.calibrate.observe import StatsRecorder, stack_stats
+from pcr.calibrate.observe import StatsRecorder
 from pcr.config import Params, read_prompts
+from pcr.distributed import batches, model_device, process_state, reduce_step_stats, share
 from pcr.models.conditioning import select
 from pcr.quant.observers.stats import HIST_BINS
 from pcr.quant.quantize import candidate_layers
 from pcr.sampling import Sampler, conditioning, load_sampler
-from pcr.stores import TRAJECTORY_DIMS, add_array, create_store, finish_store
+from pcr.stores import TRAJECTORY_DIMS, add_array, create_store, finish_store, open_partial
 
 STATS_DIMS = ("step", "layer")
 HIST_DIMS = ("step", "layer", "bin")
@@ -33,11 +38,16 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def add_trajectory_arrays(store: zarr.Group, sampler: Sampler, n: int, batch: int) -> None:
-    """x [T+1, N, C, h, w] and eps [T, N, C, h, w]: chunks of (1 step, batch samples), one shard per step."""
+def add_trajectory_arrays(store: zarr.Group, sampler: Sampler, n: int, batch: int, shard_samples: bool = True) -> None:
+    """x [T+1, N, C, h, w] and eps [T, N, C, h, w]: chunks of (1 step, batch samples), one shard per step.
+
+    shard_samples=False (arrays several processes write, batch by batch): no shards, one file per chunk,
+    so no two processes ever write one file.
+    """
     T, shape = sampler.num_steps, sampler.latent_shape
     for name, steps in (("x", T + 1), ("eps", T)):
-        add_array(store, name, (steps, n, *shape), "float32", TRAJECTORY_DIMS, (1, min(batch, n), *shape), (1, n, *shape))
+        chunks = (1, min(batch, n), *shape)
+        add_array(store, name, (steps, n, *shape), "float32", TRAJECTORY_DIMS, chunks, (1, n, *shape) if shard_samples else None)
     store.create_array("timesteps", data=sampler.timesteps.cpu().numpy().astype("int64"), dimension_names=("step",))
 
 
@@ -56,34 +66,50 @@ def write_stats(store: zarr.Group, k: int, arrays: dict[str, np.ndarray]) -> Non
 
 
 def collect(params: Params, out: str | Path, progress: bool = True) -> None:
+    """Run under `accelerate launch` to spread the batches over processes (see pcr.distributed)."""
     cfg = params.collect
+    state = process_state(params.model.device)
     prompts = read_prompts(cfg.prompts, cfg.num_prompts, key="collect.prompts")
-    pipe, sampler = load_sampler(params.model)
-    cond = conditioning(pipe, prompts, params.model, sampler)  # [N, 2, ...]
+    model_cfg = replace(params.model, device=model_device(params.model.device, state))
+    pipe, sampler = load_sampler(model_cfg)
+    cond = conditioning(pipe, prompts, model_cfg, sampler)  # [N, 2, ...]
     n, T = len(prompts), sampler.num_steps
     layers = candidate_layers(pipe.unet)
-    store = create_store(out, "trajectories", fingerprint=fingerprint(asdict(params.model), asdict(cfg)),
-                         prompts=prompts, layers=layers, num_steps=T, seed=cfg.seed, model=asdict(params.model))
-    add_trajectory_arrays(store, sampler, n, cfg.batch_size)
-    for name, v in cond.items():
-        add_array(store, f"cond/{name}", v.shape, "float32", ("sample", "branch") + tuple(f"d{i}" for i in range(v.dim() - 2)), v.shape)
-        store[f"cond/{name}"][:] = v.numpy()
-    add_stats_arrays(store, T, layers, histogram=True)
+    all_batches = batches(n, cfg.batch_size)
+    mine = share(range(len(all_batches)), state)  # whole chunks of x and eps along samples
+    if state.is_main_process:
+        store = create_store(out, "trajectories", fingerprint=fingerprint(asdict(params.model), asdict(cfg)),
+                             prompts=prompts, layers=layers, num_steps=T, seed=cfg.seed, model=asdict(params.model))
+        add_trajectory_arrays(store, sampler, n, cfg.batch_size, shard_samples=False)
+        for name, v in cond.items():
+            add_array(store, f"cond/{name}", v.shape, "float32", ("sample", "branch") + tuple(f"d{i}" for i in range(v.dim() - 2)), v.shape)
+            store[f"cond/{name}"][:] = v.numpy()
+        add_stats_arrays(store, T, layers, histogram=True)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        store = open_partial(out)
 
-    x = sampler.initial_noise([cfg.seed + i for i in range(n)])  # x_T [N, C, h, w]
-    store["x"][0] = x.numpy()
-    batches = [slice(i, min(i + cfg.batch_size, n)) for i in range(0, n, cfg.batch_size)]
-    schedulers = [sampler.new_scheduler() for _ in batches]
+    x = {}
+    for i in mine:
+        b = all_batches[i]
+        x[i] = sampler.initial_noise([cfg.seed + j for j in range(b.start, b.stop)])  # x_T
+        store["x"][0, b] = x[i].numpy()
+    schedulers = {i: sampler.new_scheduler() for i in mine}
     with StatsRecorder(pipe.unet, layers, histogram=True) as rec:
-        for k in tqdm(range(T), desc="collect (fp32)", disable=not progress):
-            rec.start()
-            xs, eps = [], []
-            for b, sched in zip(batches, schedulers, strict=True):
-                e = sampler.eps(x[b], k, select(cond, b), sched)
-                xs.append(sampler.step(sched, e, k, x[b]).cpu())
-                eps.append(e.cpu())
-            x = torch.cat(xs)
-            store["x"][k + 1] = x.numpy()
-            store["eps"][k] = torch.cat(eps).numpy()
-            write_stats(store, k, stack_stats(rec.stats, layers))
-    finish_store(store, out)
+        for k in tqdm(range(T), desc="collect (fp32)", disable=not progress or not state.is_main_process):
+            per_batch = {}
+            for i in mine:
+                b, sched = all_batches[i], schedulers[i]
+                rec.start()  # each batch's own statistics, reduced over batches below
+                e = sampler.eps(x[i], k, select(cond, b), sched)
+                x[i] = sampler.step(sched, e, k, x[i]).cpu()
+                per_batch[i] = rec.stats
+                store["x"][k + 1, b] = x[i].numpy()
+                store["eps"][k, b] = e.cpu().numpy()
+            stats = reduce_step_stats(per_batch, len(all_batches), layers, state, histogram=True)
+            if state.is_main_process:
+                write_stats(store, k, stats)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        finish_store(store, out)
+    state.wait_for_everyone()

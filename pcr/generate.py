@@ -2,12 +2,17 @@
 
 Evaluation sample i of every prompt set starts from noise seeded with eval.seed + i, so FP32 and
 quantized images are pairs, whatever the batch size. Images go to images/<set> [N, H, W, 3] uint8,
-one chunk per batch, with done/<set> [N] marking finished samples.
+one chunk per batch, with done/<set> [N] marking finished samples (chunked alike, so each process
+writes only its own chunks). Under `accelerate launch` the batches are spread over the processes
+(pcr.distributed); an interrupted run resumes from `<out>.partial`, computing only unfinished batches.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +23,24 @@ from tqdm.auto import tqdm
 
 from pcr.calibrate.observe import unstack_stats
 from pcr.config import Params, read_prompts
+from pcr.distributed import batches, model_device, process_state, share
 from pcr.models.conditioning import select
 from pcr.quant.observers import get_observer
 from pcr.quant.quantize import qmodules
 from pcr.quant.serialize import load_quantized
 from pcr.relax import Schedule
 from pcr.sampling import Sampler, conditioning, decode, load_sampler, sample
-from pcr.stores import IMAGE_DIMS, add_array, create_store, finish_store, open_store
+from pcr.stores import (
+    IMAGE_DIMS,
+    StoreError,
+    add_array,
+    create_store,
+    finish_store,
+    open_partial,
+    open_store,
+    partial_path,
+    resume_store,
+)
 
 GRID_MIN_PX = 96  # small demo images are upscaled (nearest) to at least this size in grid.png
 
@@ -37,31 +53,69 @@ def prompt_sets(params: Params) -> dict[str, list[str]]:
     return sets
 
 
-def write_images(params: Params, pipe, sampler: Sampler, out: str | Path, kind: str, progress: bool = True, **attrs) -> None:
+def _fingerprint(*parts, files: Sequence[str | Path] = ()) -> str:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for f in files:  # the inputs a resumed store must share (qparams, qconfig, schedule)
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def write_images(params: Params, pipe, sampler: Sampler, out: str | Path, kind: str, progress: bool = True,
+                 inputs: Sequence[str | Path] = (), **attrs) -> None:
+    """images/<set> and done/<set>, batch by batch, spread over the launched processes; resumable.
+
+    The main process creates `<out>.partial` (or resumes it when its fingerprint matches: same model,
+    eval params, prompts and input files), everyone waits, then the batches not yet marked done are
+    shared out as whole chunks; a batch's done chunk is set after its images are written.
+    """
+    state = process_state(params.model.device)
     sets = prompt_sets(params)
     e = params.eval
-    store = create_store(out, kind, prompts=sets, seed=e.seed, model=asdict(params.model), **attrs)
+    fp = _fingerprint(kind, asdict(params.model), asdict(e), sets, attrs, files=inputs)
+    _, h, w = sampler.latent_shape
+    f = pipe.vae_scale_factor
+    if state.is_main_process:
+        store = resume_store(out, kind, fp)
+        if store is None:
+            store = create_store(out, kind, fingerprint=fp, prompts=sets, seed=e.seed, model=asdict(params.model), **attrs)
+            for name, prompts in sets.items():
+                n = len(prompts)
+                add_array(store, f"images/{name}", (n, h * f, w * f, 3), "uint8", IMAGE_DIMS, (min(e.batch_size, n), h * f, w * f, 3))
+                add_array(store, f"done/{name}", (n,), "bool", ("sample",), (min(e.batch_size, n),))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        store = open_partial(out)
     for name, prompts in sets.items():
-        n = len(prompts)
-        cond = conditioning(pipe, prompts, params.model, sampler)
-        images, done = None, None
-        for start in tqdm(range(0, n, e.batch_size), desc=f"{kind} ({name})", disable=not progress):
-            b = slice(start, min(start + e.batch_size, n))
+        images, done = store[f"images/{name}"], store[f"done/{name}"]
+        mask = done[:]
+        todo = [b for b in batches(len(prompts), e.batch_size) if not mask[b].all()]
+        mine = share(todo, state)
+        if not mine:
+            continue
+        cond = conditioning(pipe, prompts, params.model, sampler)  # all prompts: encoded as by a single process
+        for b in tqdm(mine, desc=f"{kind} ({name})", disable=not progress or not state.is_main_process):
             latents = sample(sampler, select(cond, b), [e.seed + i for i in range(b.start, b.stop)])
-            img = decode(pipe, latents)  # [B, H, W, 3]
-            if images is None:
-                h, w = img.shape[1:3]
-                images = add_array(store, f"images/{name}", (n, h, w, 3), "uint8", IMAGE_DIMS, (e.batch_size, h, w, 3))
-                done = add_array(store, f"done/{name}", (n,), "bool", ("sample",), (n,))
-            images[b] = img
-            mask = done[:]
-            mask[b] = True
-            done[:] = mask
-    finish_store(store, out)
+            images[b] = decode(pipe, latents)  # [B, H, W, 3]
+            done[b] = np.ones(b.stop - b.start, dtype=bool)  # last: the chunk counts once its images are in
+    state.wait_for_everyone()
+    if state.is_main_process:
+        holes = {name: int((~store[f"done/{name}"][:]).sum()) for name in sets}
+        if any(holes.values()):
+            raise StoreError(f"{partial_path(out)}: unfinished samples {holes}; rerun the stage to finish them")
+        finish_store(store, out)
+    state.wait_for_everyone()
+
+
+def _load(params: Params):
+    """The pipeline on this process's device (its own GPU when launched on several)."""
+    state = process_state(params.model.device)
+    return load_sampler(replace(params.model, device=model_device(params.model.device, state)))
 
 
 def reference(params: Params, out: str | Path, progress: bool = True) -> None:
-    pipe, sampler = load_sampler(params.model)
+    pipe, sampler = _load(params)
     write_images(params, pipe, sampler, out, "reference", progress)
 
 
@@ -86,7 +140,7 @@ def generate(params: Params, qparams: str | Path, qconfig: str | Path, calib_pat
              reference_path: str | Path, out: str | Path, grid_png: str | Path, progress: bool = True) -> None:
     reference_store = open_store(reference_path, "reference")
     calib = open_store(calib_path, "calibration")
-    pipe, sampler = load_sampler(params.model)
+    pipe, sampler = _load(params)
     qmap = load_quantized(pipe.unet, qparams, qconfig)
     schedule = Schedule.load(schedule_path)
     apply_schedule(pipe.unet, schedule, calib, qmap.act_observer)
@@ -94,8 +148,10 @@ def generate(params: Params, qparams: str | Path, qconfig: str | Path, calib_pat
     if missing:
         raise ValueError(f"{qparams}: {len(missing)} layers have uncalibrated steps (first: {missing[0]}); rerun calibrate")
     weight_bits = max(spec.weight_bits for spec in qmap.layers.values())
-    write_images(params, pipe, sampler, out, "generated", progress, schedule=list(schedule.bits),
-                 average_bits=schedule.average_bits, weight_bits=weight_bits)
+    write_images(params, pipe, sampler, out, "generated", progress, inputs=(qparams, qconfig, schedule_path),
+                 schedule=list(schedule.bits), average_bits=schedule.average_bits, weight_bits=weight_bits)
+    if not process_state(params.model.device).is_main_process:
+        return
     label = f"W{weight_bits}A{schedule.average_bits:g}"
     save_grid(reference_store["images/standard"], open_store(out, "generated")["images/standard"], params.generate.grid_images,
               grid_png, ("FP32", label))

@@ -11,6 +11,7 @@ PARAMS = {
     "collect": ["model", "collect"], "reference": ["model", "eval"], "calibrate": ["model", "quant", "calibrate"],
     "relax": ["relax"], "generate": ["model", "eval", "generate"], "score": ["score"],
 }
+LAUNCHED = {"collect", "reference", "generate"}
 
 
 @pytest.mark.parametrize("stage", list(DVC))
@@ -24,7 +25,9 @@ def test_source_deps_are_exactly_the_import_closure(stage):
 @pytest.mark.parametrize("stage", list(DVC))
 def test_params_sections_and_command(stage):
     assert DVC[stage]["params"] == PARAMS[stage]
-    assert DVC[stage]["cmd"].startswith(f"python stages/{stage}.py params.yaml ")
+    # the stages that scale out run under the launcher prefix (empty: a plain python command)
+    prefix = "${run.launcher} " if stage in LAUNCHED else ""
+    assert DVC[stage]["cmd"].startswith(f"{prefix}python stages/{stage}.py params.yaml ")
 
 
 def test_every_stage_has_a_script_and_cli_command():
