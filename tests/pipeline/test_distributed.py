@@ -49,7 +49,9 @@ def launch(tmp: Path, *stage_args: str, nproc: int = 2, **env_extra) -> subproce
     wrapper = tmp / "wrapper.py"
     wrapper.write_text(WRAPPER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PCR_ROOT": str(ROOT), **env_extra}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(wrapper), *stage_args]
+    # the launcher form dvc.yaml uses: `<launcher> python stages/<stage>.py ...`, so --no-python
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "--no-python"]
+    cmd = [*launcher, sys.executable, str(wrapper), *stage_args]
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
 
 
