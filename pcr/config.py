@@ -173,7 +173,7 @@ class ScoreConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    launcher: str = ""  # prefix of the stage commands in dvc.yaml, e.g. "accelerate launch --num_processes 8"
+    launcher: str = ""  # prefix of collect/reference/generate in dvc.yaml, e.g. "accelerate launch --no_python --num_processes 8"
 
 
 SECTIONS: dict[str, type] = {
