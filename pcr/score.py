@@ -54,13 +54,14 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
     cfg = params.score
     ref, gen = open_store(reference_path, "reference"), open_store(generated_path, "generated")
     metrics: dict = {}
-    for name, prompts in gen.attrs["prompts"].items():
+    for name, prompts in gen.attrs["prompts"].items():  # refuse holes and mismatches before computing anything
         for store, path in ((ref, reference_path), (gen, generated_path)):
             done = store[f"done/{name}"][:]
             if not done.all():
                 raise StoreError(f"{path}: images/{name} has {int((~done).sum())} unfinished samples; rerun its stage")
         if ref.attrs["prompts"].get(name) != prompts or ref.attrs["seed"] != gen.attrs["seed"]:
             raise StoreError(f"{reference_path} and {generated_path} hold different prompts or seeds for set {name!r}: rerun reference")
+    for name, prompts in gen.attrs["prompts"].items():
         quant, fp32 = gen[f"images/{name}"][:], ref[f"images/{name}"][:]
         seeds = [gen.attrs["seed"] + i for i in range(len(prompts))]
         real = real_images(cfg.real, prompts, seeds, quant.shape[1:3]) if cfg.real else None
