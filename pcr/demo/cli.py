@@ -45,7 +45,9 @@ def eval_(
         DEMO_DIR, help="Demo dir holding pipeline/ and judge/; quality.json and grid.png go here."
     ),
     steps: int = typer.Option(None, help="Sampling steps (default: the recommended 25)."),
-    guidance: float = typer.Option(None, help="Classifier-free guidance scale (default: the recommended 5)."),
+    guidance: float = typer.Option(
+        None, help="Classifier-free guidance scale (default: the recommended 4.5)."
+    ),
     limit: int = typer.Option(None, help="Only the first N prompts (quick look)."),
     threads: int = typer.Option(1, help="torch threads."),
 ) -> None:
@@ -68,7 +70,7 @@ def sample(
     out: Path = typer.Option(Path("sample.png"), help="PNG to write (4 seeds side by side, upscaled)."),
     pipeline_dir: Path = typer.Option(DEMO_DIR / "pipeline"),
     steps: int = typer.Option(25),
-    guidance: float = typer.Option(5.0),
+    guidance: float = typer.Option(4.5),
 ) -> None:
     """Generate four images of one prompt."""
     import numpy as np

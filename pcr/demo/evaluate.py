@@ -18,7 +18,7 @@ from pcr.demo.judge import attribute_accuracy, load_judge
 from pcr.demo.render import render_caption
 
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 5.0
+DEFAULT_GUIDANCE = 4.5
 GRID_ROWS, GRID_COLS, GRID_SCALE, TEXT_WIDTH = 8, 4, 2, 250
 
 
@@ -79,6 +79,8 @@ def evaluate(pipeline_dir: Path, judge_dir: Path, prompts: Path, paraphrase_prom
         "scheduler": type(pipe.scheduler).__name__,
         "n": len(caps),
         "generated": attribute_accuracy(images, caps, judge),
+        # Control: the same images against the captions of other images; chance-level if the judge reads images.
+        "generated_vs_shifted_captions": attribute_accuracy(images, caps[1:] + caps[:1], judge),
         "judge_on_rendered": attribute_accuracy(rendered, caps, judge),
     }
     if paraphrase_prompts is not None:

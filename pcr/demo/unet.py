@@ -150,3 +150,4 @@ def export_pipeline(unet: UNet2DConditionModel, vae: AutoencoderKL, clip: CLIPMo
         scheduler=default_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     pipe.save_pretrained(out_dir)
+    demo_tokenizer(out_dir / "tokenizer")  # adds vocab.json + merges.txt for older transformers
