@@ -46,3 +46,19 @@ def test_committed_clip_loads_offline():
     img = render(all_labels()[0], 0)
     out = model(**processor(text=[caption(all_labels()[0])], images=[img], return_tensors="pt", padding=True))
     assert out.logits_per_image.shape == (1, 1)
+
+
+@pytest.mark.skipif(
+    not (DEMO / "pipeline").exists(), reason="data/demo/pipeline not trained yet (pcr demo train)"
+)
+def test_eval_writes_quality_and_grid(tmp_path):
+    import json
+
+    from pcr.demo.evaluate import evaluate
+
+    prompts = DEMO.parent / "prompts"
+    result = evaluate(DEMO / "pipeline", DEMO / "judge", prompts / "eval.txt", prompts / "eval_paraphrase.txt",
+                      tmp_path, steps=2, guidance=4.5, limit=2)  # fmt: skip
+    assert json.loads((tmp_path / "quality.json").read_text()) == result
+    assert {"color_acc", "shape_acc"} <= set(result["generated"]) and result["n"] == 2
+    assert (tmp_path / "grid.png").stat().st_size > 0
