@@ -44,8 +44,8 @@ def _positive(key: str, value: int | float | None, *, allow_none: bool = False) 
 class ModelConfig:
     path: str = "data/demo/pipeline"
     scheduler: str = "ddim"  # pndm | ddim | euler | dpm++
-    steps: int = 20  # T, sampling steps
-    guidance_scale: float = 4.0
+    steps: int = 25  # T, sampling steps
+    guidance_scale: float = 4.5
     height: int | None = None  # None: the model's native resolution
     width: int | None = None
     negative_prompt: str = ""
