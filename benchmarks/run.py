@@ -326,19 +326,43 @@ def _child_env(threads: int) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
 
 
-def run_measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
-    """(wall s, peak RSS in bytes of this child alone, output) of one subprocess."""
+PEAK_RSS_WRAPPER = """
+import runpy, sys
+out, script = sys.argv[1], sys.argv[2]
+sys.argv = sys.argv[2:]
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+    open(out, "w").write(hwm[0].split()[1] if hwm else "")
+"""
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict, peak_rss: bool = False) -> tuple[float, int | None, str]:
+    """(wall s, peak RSS in bytes of the child's own process image, output) of one subprocess.
+
+    The peak is VmHWM read by the child itself at exit (peak_rss=True: `cmd` must be [python, script, ...]).
+    Not ru_maxrss of wait4/RUSAGE_CHILDREN: Linux carries the pre-exec high-water mark across exec, so a
+    child forked from this (large) process would report this process's RSS.
+    """
+    rss_file = None
+    if peak_rss:
+        rss_file = tempfile.NamedTemporaryFile("r", suffix=".rss", delete=False)
+        cmd = [cmd[0], "-c", PEAK_RSS_WRAPPER, rss_file.name, *cmd[1:]]
     t = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         wall = time.perf_counter() - t
         log.seek(0)
         text = log.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{text[-3000:]}")
-    return wall, usage.ru_maxrss * 1024, text  # Linux: ru_maxrss in KiB
+        raise RuntimeError(f"{' '.join(map(str, cmd[-6:]))} failed ({proc.returncode}):\n{text[-3000:]}")
+    rss = None
+    if rss_file is not None:
+        value = Path(rss_file.name).read_text().strip()
+        os.unlink(rss_file.name)
+        rss = int(value) * 1024 if value else None  # VmHWM is in kB
+    return wall, rss, text
 
 
 def case_memory(b: Bench) -> dict:
@@ -357,7 +381,7 @@ def case_memory(b: Bench) -> dict:
     wall: dict[int, list[float]] = {T: [] for T in b.mem_steps}
     for _ in range(b.repeats):
         for T in b.mem_steps:
-            w, r, _ = run_measured(cmds[T], out, _child_env(b.threads))
+            w, r, _ = run_measured(cmds[T], out, _child_env(b.threads), peak_rss=True)
             rss[T].append(r)
             wall[T].append(w)
     lo, hi = b.mem_steps
@@ -552,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated cases among {','.join(CASES)}")
     ap.add_argument("--skip", default="", help="comma-separated cases to leave out")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results.json"))
+    ap.add_argument("--update", action="store_true", help="merge the cases run into an existing --out file (others kept)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     args = ap.parse_args(argv)
     if args.repeats < 3:
@@ -580,6 +605,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": " ".join([Path(sys.argv[0]).name if argv is None else "run.py", *(sys.argv[1:] if argv is None else argv)]),
                "model": str(args.model), "model_is_demo": model.resolve() == (ROOT / DEMO_MODEL).resolve(), "quick": args.quick,
                "repeats": args.repeats, "machine": machine(args.threads), "cases": {}, "case_wall_s": {}}
+    if args.update and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        results["cases"], results["case_wall_s"] = old.get("cases", {}), old.get("case_wall_s", {})
+        results["updates"] = [*old.get("updates", []), {"command": results["command"], "cases": [c for c in only if c not in skip],
+                                                        "at": time.strftime("%Y-%m-%d %H:%M:%S")}]
+        results["command"] = old.get("command", results["command"])
     t_all = time.perf_counter()
     try:
         for case in CASES:
@@ -608,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(results: dict, out: Path, wall: float) -> None:
-    results["wall_s"] = wall
+    results["wall_s"] = sum(results["case_wall_s"].values()) if results.get("updates") else wall
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     results["targets"] = {c: {"figure": k, "target": f"{op} {v}", "met": verdict(c, results["cases"][c])[3]}
                           for c, (k, op, v) in TARGETS.items() if c in results["cases"] and verdict(c, results["cases"][c])}
