@@ -78,7 +78,7 @@ def qdiffbench(
     extractor = build_feature(feature, feature_path, device)
     quant_f = extract_features(quant, extractor)  # [N, D]
     fp32_f = extract_features(fp32, extractor)  # [N, D]
-    vs_fp32 = fid_kid_from_features(fp32_f, quant_f, kid_subset_size=kid_subset_size)
+    vs_fp32 = fid_kid_from_features(fp32_f, quant_f, kid_subset_size=kid_subset_size, paired=True)
     out: dict[str, float | str] = {
         "fid_fp32": vs_fp32["fid"],
         "kid_fp32": vs_fp32["kid"],

@@ -78,3 +78,37 @@ def test_too_few_images_raise():
     one = torch.zeros(1, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="at least 2"):
         fid_kid_from_features(one, torch.ones(5, 4, dtype=torch.float64), kid_subset_size=5)
+
+
+def test_paired_kid_is_zero_on_identical_sets_and_unbiased_where_torchmetrics_is_not():
+    import torch
+
+    from pcr.metrics.fid import fid_kid_from_features
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 8, generator=g, dtype=torch.float64) * 3
+    same = fid_kid_from_features(x, x, kid_subset_size=30, paired=True)
+    assert same["kid"] == 0.0
+    # torchmetrics' independent-sets estimator on paired data: strongly negative (the bias paired=True removes)
+    assert fid_kid_from_features(x, x, kid_subset_size=30)["kid"] < -0.1
+    # a paired copy with small noise: near 0; a shifted copy: clearly positive
+    near = fid_kid_from_features(x, x + 0.01 * torch.randn(60, 8, generator=g, dtype=torch.float64), kid_subset_size=30, paired=True)
+    far = fid_kid_from_features(x, x + 1.0, kid_subset_size=30, paired=True)
+    assert abs(near["kid"]) < 0.05 * far["kid"] and far["kid"] > 0
+
+
+def test_paired_kid_matches_the_u_statistic_formula():
+    import torch
+
+    from pcr.metrics.fid import paired_kid
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 4, generator=g, dtype=torch.float64)
+    mean, std = paired_kid(x, y, subset_size=7, subsets=3, seed=0)  # the whole set each time: std 0
+    X, Y = x.numpy(), y.numpy()
+
+    def k(a, b):
+        return (a @ b / 4 + 1) ** 3
+
+    total = sum(k(X[i], X[j]) + k(Y[i], Y[j]) - k(X[i], Y[j]) - k(X[j], Y[i]) for i in range(7) for j in range(7) if i != j)
+    assert mean == pytest.approx(total / 42, rel=1e-10) and std == pytest.approx(0.0, abs=1e-12)
