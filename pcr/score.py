@@ -66,7 +66,8 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
         seeds = [gen.attrs["seed"] + i for i in range(len(prompts))]
         real = real_images(cfg.real, prompts, seeds, quant.shape[1:3]) if cfg.real else None
         bench = dict(feature=cfg.feature, feature_path=Path(cfg.feature_path) if cfg.feature_path else None,
-                     clip_path=Path(cfg.clip_path) if cfg.clip_path else None, kid_subset_size=cfg.kid_subset_size)
+                     clip_path=Path(cfg.clip_path) if cfg.clip_path else None, kid_subset_size=cfg.kid_subset_size,
+                     real_paired=cfg.real == "render")
         m = qdiffbench(quant, fp32, real, prompts, **bench)
         # the FP32 row of the results table: the same metrics of the FP32 images (fid_fp32 is 0 by definition)
         fp32_row = {k: v for k, v in qdiffbench(fp32, fp32, real, prompts, **bench).items() if k in FP32_ROW_KEYS}

@@ -57,9 +57,13 @@ def qdiffbench(
     feature_path: Path | None,
     clip_path: Path | None,
     kid_subset_size: int = 50,
+    real_paired: bool = False,
     device: str | torch.device = "cpu",
 ) -> dict[str, float | str]:
     """QDiffBench metrics of quantized images `quant` [N, H, W, 3] uint8.
+
+    `real_paired`: real[i] shows prompt i (the demo renderer's ground truth), so KID to real uses the
+    paired estimator too; a folder of unrelated real images is not paired.
 
     `fp32` are the FP32 model's images of the same prompts and seeds ([N, H, W, 3], paired with `quant`);
     `real` ([M, H', W', 3]) optional. Keys: fid_fp32, kid_fp32, psnr_fp32 (mean dB, capped at 100),
@@ -87,7 +91,7 @@ def qdiffbench(
     }
     if real is not None:
         vs_real = fid_kid_from_features(
-            extract_features(real, extractor), quant_f, kid_subset_size=kid_subset_size
+            extract_features(real, extractor), quant_f, kid_subset_size=kid_subset_size, paired=real_paired
         )
         out["fid_real"] = vs_real["fid"]
         out["kid_real"] = vs_real["kid"]
