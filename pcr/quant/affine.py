@@ -78,6 +78,20 @@ def dequantize(q: Tensor, scale: Tensor, zero_point: Tensor, axis: int | None = 
     return (q.float() - _expand(zero_point, q, axis).float()) * _expand(scale.float(), q, axis)
 
 
+def fake_quantize_tensor(x: Tensor, scale: Tensor, zero_point: Tensor, q_min: int, q_max: int) -> Tensor:
+    """Per-tensor x_hat = (clamp(round(x / s) + z, q_min, q_max) - z) * s in float32, for the hot path.
+
+    On CUDA torch's fused kernel; on the CPU five vectorised elementwise ops, which agree with that
+    kernel bit for bit (same float32 1/s, same half-to-even rounding) but run about 1.6x faster on the
+    demo model there (torch's CPU kernel is scalar and also writes a mask: benchmarks/proposals.py).
+    scale, zero_point: 1-element tensors.
+    """
+    x = x.float()
+    if x.is_cuda:
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, q_min, q_max)
+    return torch.mul(x, 1.0 / scale).round_().add_(zero_point).clamp_(q_min, q_max).sub_(zero_point).mul_(scale)
+
+
 def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, symmetric: bool, axis: int | None = None) -> Tensor:
     """dequantize(quantize(x)), through torch's fused kernels; same dtype as x."""
     q_min, q_max = qrange(bits, symmetric)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcr.quant.affine import check_bits, fake_quantize, params_from_range, qrange
+from pcr.quant.affine import check_bits, fake_quantize, fake_quantize_tensor, params_from_range, qrange
 from pcr.quant.observers import Observer
 from pcr.quant.step import current_step
 
@@ -56,8 +56,7 @@ class ActQuantizer(nn.Module):
             return x
         k = current_step()
         q_min, q_max = self._ranges[k]
-        xq = torch.fake_quantize_per_tensor_affine(x.float(), self.scale[k : k + 1], self.zero_point[k : k + 1], q_min, q_max)
-        return xq.to(x.dtype)
+        return fake_quantize_tensor(x, self.scale[k : k + 1], self.zero_point[k : k + 1], q_min, q_max).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"steps={self.num_steps}, bits={sorted(set(self.bits.tolist()))}, symmetric={self.symmetric}"

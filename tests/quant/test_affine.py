@@ -69,3 +69,17 @@ def test_constant_tensor_does_not_divide_by_zero():
 def test_bits_out_of_range_raise(bits):
     with pytest.raises(ValueError, match=r"bits=.* from 2 to 16"):
         qrange(bits, False)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8, 10, 16])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_hot_path_fake_quant_matches_torch_kernel_bit_exact(bits, symmetric):
+    from pcr.quant.affine import fake_quantize_tensor
+
+    g = torch.Generator().manual_seed(7 + bits)
+    x = torch.randn(3, 17, 9, generator=g) * 5
+    x[0, 0, :3] = torch.tensor([0.5, -0.5, 1.5])  # ties: half-to-even
+    scale, zp = params_from_range(x.min() * 0.7, x.max() * 0.9, bits, symmetric)
+    q_min, q_max = qrange(bits, symmetric)
+    s, z = scale.reshape(1), zp.reshape(1).int()
+    assert torch.equal(fake_quantize_tensor(x, s, z, q_min, q_max), torch.fake_quantize_per_tensor_affine(x, s, z, q_min, q_max))
