@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 import yaml
 
-from pcr.quant.affine import MAX_BITS, MIN_BITS
+from pcr.errors import ConfigError
+from pcr.quant.bits import MAX_BITS, MIN_BITS
 
-
-class ConfigError(ValueError):
-    """A params.yaml value is missing, unknown or not allowed."""
+# The registries' names, known here without importing torch or diffusers (the relax stage then starts in
+# a fraction of a second); tests/test_config.py checks them against pcr.quant.observers and pcr.models.schedulers.
+OBSERVER_NAMES = ("minmax", "ema_minmax", "percentile", "mse")
+SCHEDULER_NAMES = ("pndm", "ddim", "euler", "dpm++")
 
 
 def _check_bits(key: str, value: int) -> None:
@@ -53,9 +55,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     def __post_init__(self):
-        from pcr.models.schedulers import SCHEDULERS
-
-        _choice("model.scheduler", self.scheduler, SCHEDULERS)
+        _choice("model.scheduler", self.scheduler, SCHEDULER_NAMES)
         _positive("model.steps", self.steps)
         if self.guidance_scale < 1.0:
             raise ConfigError(f"model.guidance_scale={self.guidance_scale!r} is not allowed: use 1.0 (no guidance) or more")
@@ -91,12 +91,10 @@ class QuantConfig:
     keep_float: tuple[str, ...] = ("conv_in", "conv_out")
 
     def __post_init__(self):
-        from pcr.quant.observers import OBSERVERS
-
         _check_bits("quant.weight_bits", self.weight_bits)
         _check_bits("quant.act_bits", self.act_bits)
-        _choice("quant.weight_observer", self.weight_observer, OBSERVERS)
-        _choice("quant.act_observer", self.act_observer, OBSERVERS)
+        _choice("quant.weight_observer", self.weight_observer, OBSERVER_NAMES)
+        _choice("quant.act_observer", self.act_observer, OBSERVER_NAMES)
         if not self.include:
             raise ConfigError("quant.include=[] is not allowed: give at least one fnmatch pattern, e.g. ['*']")
 

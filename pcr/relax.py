@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pcr.config import RelaxConfig
+from pcr.quant.qmap import QuantMap
 
 SCHEDULE_VERSION = 1
 
@@ -53,8 +54,6 @@ def make_schedule(cfg: RelaxConfig, num_steps: int, base_bits: int) -> Schedule:
 
 def relax(cfg: RelaxConfig, qconfig: str | Path, out: str | Path) -> Schedule:
     """Write schedule.json for the calibrated model described by `qconfig`."""
-    from pcr.quant.quantize import QuantMap
-
     qmap = QuantMap.load(qconfig)
     base = {spec.act_bits for spec in qmap.layers.values()}
     if len(base) != 1:

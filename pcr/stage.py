@@ -5,9 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from pcr.config import ConfigError
-from pcr.models.load import ModelError
-from pcr.stores import StoreError
+from pcr.errors import ConfigError, ModelError, StoreError
 
 USER_ERRORS = (ConfigError, ModelError, StoreError, ValueError, FileNotFoundError)
 EXIT_USER_ERROR = 2

@@ -22,14 +22,12 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from pcr.errors import StoreError
+
 FORMAT_VERSION = 1
 TRAJECTORY_DIMS = ("step", "sample", "channel", "height", "width")
 IMAGE_DIMS = ("sample", "height", "width", "rgb")
 PARTIAL_SUFFIX = ".partial"
-
-
-class StoreError(RuntimeError):
-    """A store is missing, incomplete, or of another kind or format."""
 
 
 def codec(dtype) -> list[BloscCodec]:

@@ -47,3 +47,21 @@ def test_load_params_file(tmp_path):
     assert load_params(tmp_path / "p.yaml").relax.where == "xT"
     with pytest.raises(ConfigError, match="does not exist"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_config_knows_the_registries_names_without_importing_them():
+    from pcr.config import OBSERVER_NAMES, SCHEDULER_NAMES
+    from pcr.models.schedulers import SCHEDULERS
+    from pcr.quant.observers import OBSERVERS
+
+    assert set(OBSERVER_NAMES) == set(OBSERVERS)
+    assert set(SCHEDULER_NAMES) == set(SCHEDULERS)
+
+
+def test_config_and_relax_import_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pcr.config, pcr.relax, pcr.stage; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

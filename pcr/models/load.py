@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+from pcr.errors import ModelError
 from pcr.models.schedulers import make_scheduler, scheduler_class
 
 Family = Literal["sd", "sdxl"]
@@ -55,10 +56,6 @@ try:  # diffusers renamed from_pretrained's torch_dtype to dtype (torch_dtype is
     DTYPE_KWARG = "dtype"
 except ImportError:
     DTYPE_KWARG = "torch_dtype"
-
-
-class ModelError(ValueError):
-    """A model directory, resolution or dtype this toolkit cannot use."""
 
 
 @dataclass(frozen=True)

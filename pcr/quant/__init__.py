@@ -10,7 +10,8 @@ _EXPORTS = {
     "pcr.quant.affine": ("dequantize", "fake_quantize", "params_from_range", "qrange", "quantize"),
     "pcr.quant.modules": ("ActQuantizer", "QConv2d", "QLinear", "QModuleMixin"),
     "pcr.quant.observers": ("OBSERVERS", "RunningStats", "get_observer"),
-    "pcr.quant.quantize": ("QuantMap", "apply_quant_map", "qmodules", "quantize_model", "select_layers"),
+    "pcr.quant.qmap": ("LayerQuant", "QuantMap"),
+    "pcr.quant.quantize": ("apply_quant_map", "qmodules", "quantize_model", "select_layers"),
     "pcr.quant.serialize": ("load_quantized", "save_quantized"),
     "pcr.quant.step": ("current_step", "timestep"),
 }

@@ -32,7 +32,7 @@ class ActQuantizer(nn.Module):
         self.register_buffer("zero_point", torch.zeros(num_steps, dtype=torch.int32))
         self.register_buffer("bits", torch.full((num_steps,), bits, dtype=torch.int32))
         self.register_buffer("calibrated", torch.zeros(num_steps, dtype=torch.bool))
-        self._ranges = [qrange(bits, symmetric)] * num_steps  # python copy of bits: no device sync per call
+        self._ranges = [(*qrange(bits, symmetric), 0)] * num_steps  # (q_min, q_max, z) per step: no device sync per call
         self.register_load_state_dict_post_hook(lambda module, _: module._sync_ranges())
 
     @property
@@ -40,7 +40,7 @@ class ActQuantizer(nn.Module):
         return self.scale.numel()
 
     def _sync_ranges(self) -> None:
-        self._ranges = [qrange(int(b), self.symmetric) for b in self.bits.tolist()]
+        self._ranges = [(*qrange(b, self.symmetric), z) for b, z in zip(self.bits.tolist(), self.zero_point.tolist(), strict=True)]
 
     @torch.no_grad()
     def set_step(self, k: int, lo: Tensor, hi: Tensor, bits: int | None = None) -> None:
@@ -49,14 +49,14 @@ class ActQuantizer(nn.Module):
         scale, zero_point = params_from_range(lo, hi, b, self.symmetric)
         self.scale[k], self.zero_point[k], self.bits[k] = scale, zero_point, b
         self.calibrated[k] = True
-        self._ranges[k] = qrange(b, self.symmetric)
+        self._ranges[k] = (*qrange(b, self.symmetric), int(zero_point))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.enabled:
             return x
         k = current_step()
-        q_min, q_max = self._ranges[k]
-        return fake_quantize_tensor(x, self.scale[k : k + 1], self.zero_point[k : k + 1], q_min, q_max).to(x.dtype)
+        q_min, q_max, z = self._ranges[k]
+        return fake_quantize_tensor(x, self.scale[k : k + 1], self.zero_point[k : k + 1], q_min, q_max, z).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"steps={self.num_steps}, bits={sorted(set(self.bits.tolist()))}, symmetric={self.symmetric}"

@@ -7,57 +7,13 @@ pattern and no `keep_float` pattern. The returned `QuantMap` is what rebuilds th
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
-from pathlib import Path
 
 from torch import nn
 
 from pcr.quant.modules import QMODULES, QModuleMixin
 from pcr.quant.observers import get_observer
-
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class LayerQuant:
-    kind: str  # "QConv2d" | "QLinear"
-    weight_bits: int
-    weight_symmetric: bool
-    act_bits: int
-    act_symmetric: bool
-
-
-@dataclass(frozen=True)
-class QuantMap:
-    """Everything needed to rebuild a quantized UNet from its float twin, as JSON."""
-
-    num_steps: int
-    weight_observer: str
-    act_observer: str
-    layers: dict[str, LayerQuant]
-    format_version: int = FORMAT_VERSION
-    meta: dict = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> QuantMap:
-        d = json.loads(text)
-        version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
-        d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
-        return cls(**d)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
-
-    @classmethod
-    def load(cls, path: str | Path) -> QuantMap:
-        return cls.from_json(Path(path).read_text())
+from pcr.quant.qmap import FORMAT_VERSION, LayerQuant, QuantMap  # noqa: F401 (re-exported)
 
 
 def candidate_layers(model: nn.Module) -> list[str]:

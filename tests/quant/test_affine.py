@@ -82,4 +82,5 @@ def test_hot_path_fake_quant_matches_torch_kernel_bit_exact(bits, symmetric):
     scale, zp = params_from_range(x.min() * 0.7, x.max() * 0.9, bits, symmetric)
     q_min, q_max = qrange(bits, symmetric)
     s, z = scale.reshape(1), zp.reshape(1).int()
-    assert torch.equal(fake_quantize_tensor(x, s, z, q_min, q_max), torch.fake_quantize_per_tensor_affine(x, s, z, q_min, q_max))
+    ours = fake_quantize_tensor(x, s, z, q_min, q_max, int(z))
+    assert torch.equal(ours, torch.fake_quantize_per_tensor_affine(x, s, z, q_min, q_max))
