@@ -1,6 +1,6 @@
 """GPU memory and disk the pipeline needs for SD 1.x and SDXL at the paper's settings: COMPUTED, not measured.
 
-    OMP_NUM_THREADS=1 python benchmarks/memory_estimate.py            # the markdown table of docs/gpu.md
+    OMP_NUM_THREADS=1 python benchmarks/memory_estimate.py            # the markdown table of README.md ("Quantize your own Stable Diffusion on a GPU")
     OMP_NUM_THREADS=1 python benchmarks/memory_estimate.py --json     # the raw numbers
 
 How each figure is obtained (no GPU was used):
