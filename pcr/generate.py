@@ -87,11 +87,14 @@ def write_images(params: Params, pipe, sampler: Sampler, out: str | Path, kind: 
     state.wait_for_everyone()
     if not state.is_main_process:
         store = open_partial(out)
+    todo = {}
+    for name, prompts in sets.items():
+        mask = store[f"done/{name}"][:]
+        todo[name] = [b for b in batches(len(prompts), e.batch_size) if not mask[b].all()]
+    state.wait_for_everyone()  # every process shares out the same snapshot of the masks before anyone writes
     for name, prompts in sets.items():
         images, done = store[f"images/{name}"], store[f"done/{name}"]
-        mask = done[:]
-        todo = [b for b in batches(len(prompts), e.batch_size) if not mask[b].all()]
-        mine = share(todo, state)
+        mine = share(todo[name], state)
         if not mine:
             continue
         cond = conditioning(pipe, prompts, params.model, sampler)  # all prompts: encoded as by a single process
