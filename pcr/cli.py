@@ -97,11 +97,13 @@ def report(
     weight_bits: list[int] = typer.Option([8, 4], help="weight bitwidths of the table's row groups"),
     set_: list[str] = typer.Option([], "--set", "-S", help="extra params overrides for every row, e.g. eval.num_prompts=32"),
     out: Path = OUT / "results.md",
+    from_json: Path = typer.Option(None, help="only format the table of a results.json written before"),
 ) -> None:
     """Run the results table's rows as DVC experiments and write a markdown table of their metrics."""
+    from pcr.report import from_json as table
     from pcr.report import run
 
-    typer.echo(run(out=out, weight_bits=tuple(weight_bits), extra=tuple(set_)))
+    typer.echo(table(from_json) if from_json else run(out=out, weight_bits=tuple(weight_bits), extra=tuple(set_)))
 
 
 @app.command()

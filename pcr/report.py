@@ -14,15 +14,17 @@ from pathlib import Path
 RELAX = 0.2
 COLUMNS = (  # (metrics key, header, format)
     ("average_bits", "avg A bits", "{:.2f}"),
-    ("fid_fp32", "FID to FP32 ↓", "{:.2f}"),
-    ("kid_fp32", "KID to FP32 ↓", "{:.4f}"),
-    ("fid_real", "FID to real ↓", "{:.2f}"),
+    ("fid_fp32", "FID to FP32 ↓", "{:.4f}"),
+    ("kid_fp32", "KID to FP32 ↓", "{:.5f}"),
+    ("fid_real", "FID to real ↓", "{:.3f}"),
     ("clip_score", "CLIP ↑", "{:.2f}"),
-    ("psnr_fp32", "PSNR ↑", "{:.2f}"),
-    ("ssim_fp32", "SSIM ↑", "{:.3f}"),
+    ("psnr_fp32", "PSNR to FP32 ↑", "{:.2f}"),
+    ("ssim_fp32", "SSIM to FP32 ↑", "{:.4f}"),
     ("color_acc", "colour acc ↑", "{:.3f}"),
     ("shape_acc", "shape acc ↑", "{:.3f}"),
-    ("paraphrase.fid_fp32", "paraphrase FID to FP32 ↓", "{:.2f}"),
+    ("final_step_error", "calib. x̂ error ↓", "{:.4f}"),
+    ("paraphrase.fid_fp32", "paraphrase FID to FP32 ↓", "{:.4f}"),
+    ("paraphrase.psnr_fp32", "paraphrase PSNR ↑", "{:.2f}"),
     ("paraphrase.clip_score", "paraphrase CLIP ↑", "{:.2f}"),
 )
 
@@ -71,6 +73,13 @@ def markdown(table: list[tuple[str, dict]]) -> str:
             cells.append("–" if v is None else fmt.format(v))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def from_json(path: Path) -> str:
+    """The markdown table of a results.json that `run` wrote (no experiment is run)."""
+    results = json.loads(Path(path).read_text())
+    first = next(iter(results.values()))
+    return markdown([("FP32", fp32_row(first)), *results.items()])
 
 
 def run(metrics_path: Path = Path("outputs/metrics.json"), out: Path = Path("outputs/results.md"),
