@@ -15,5 +15,5 @@ def test_markdown_table_formats_nested_keys_and_missing_values():
     text = markdown([("FP32", fp32_row(m)), ("W8A8", m)])
     lines = text.splitlines()
     assert len(lines) == 4 and lines[0].count("|") == len(COLUMNS) + 2
-    assert "| W8A8 | 8.40 | 1.23 |" in text and "2.50" in text
+    assert "| W8A8 | 8.40 | 1.2340 |" in text and "2.5000" in text
     assert lines[2].startswith("| FP32 | 32.00 | – |")
