@@ -55,7 +55,8 @@ class Sampler:
     def eps(self, x: Tensor, k: int, cond: dict[str, Tensor], scheduler) -> Tensor:
         """Guided model output at step k: x [N, C, h, w] -> [N, C, h, w]."""
         t = self.timesteps[k]
-        dev, dtype = self.unet.device, self.unet.dtype
+        p = next(self.unet.parameters())  # not unet.device/.dtype: diffusers walks every module for those
+        dev, dtype = p.device, p.dtype
         model_in = scheduler.scale_model_input(torch.cat([x, x]).to(dev), t).to(dtype)  # [2N, C, h, w]
         kwargs = unet_kwargs({name: v.to(dev, dtype) for name, v in cond.items()})
         with timestep(k):
