@@ -60,13 +60,21 @@ def relax(params: Path = ParamsOpt, qconfig: Path = OUT / "qconfig.json", out: P
 
 
 @app.command()
-def generate(params: Path = ParamsOpt, qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json",
-             calib: Path = OUT / "calib.zarr", schedule: Path = OUT / "schedule.json", reference: Path = OUT / "reference.zarr",
+def export(params: Path = ParamsOpt, qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json",
+           calib: Path = OUT / "calib.zarr", schedule: Path = OUT / "schedule.json", out: Path = OUT / "quantized") -> None:
+    """The quantized UNet with the relax schedule applied, as one artifact folder (load with pcr.load_pipeline)."""
+    from pcr.export import export as run
+
+    stage.run(lambda: run(_params(params), qparams, qconfig, calib, schedule, out))
+
+
+@app.command()
+def generate(params: Path = ParamsOpt, quantized: Path = OUT / "quantized", reference: Path = OUT / "reference.zarr",
              out: Path = OUT / "generated.zarr", grid: Path = OUT / "grid.png") -> None:
-    """Images of the evaluation prompts from the quantized UNet with the relax schedule."""
+    """Images of the evaluation prompts from the exported quantized model."""
     from pcr.generate import generate as run
 
-    stage.run(lambda: run(_params(params), qparams, qconfig, calib, schedule, reference, out, grid))
+    stage.run(lambda: run(_params(params), quantized, reference, out, grid))
 
 
 @app.command()

@@ -21,14 +21,13 @@ import zarr
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from pcr.calibrate.observe import unstack_stats
 from pcr.config import Params, read_prompts
 from pcr.distributed import batches, model_device, process_state, share
 from pcr.models.conditioning import select
-from pcr.quant.observers import get_observer
-from pcr.quant.quantize import qmodules
-from pcr.quant.serialize import load_quantized
-from pcr.relax import Schedule
+from pcr.pipeline import load_scheduler
+from pcr.quant.qmap import QuantMap
+from pcr.quant.serialize import ARTIFACT_FILES, QUANT_CONFIG, load_quantized
+from pcr.quant.step import step_counter
 from pcr.sampling import Sampler, conditioning, decode, load_sampler, sample
 from pcr.stores import (
     IMAGE_DIMS,
@@ -122,40 +121,26 @@ def reference(params: Params, out: str | Path, progress: bool = True) -> None:
     write_images(params, pipe, sampler, out, "reference", progress)
 
 
-def apply_schedule(unet: torch.nn.Module, schedule: Schedule, calib: zarr.Group, act_observer: str) -> None:
-    """Set each step's activation bits per the schedule; ranges of changed steps follow from calib stats."""
-    q = qmodules(unet)
-    names = calib.attrs["layers"]
-    if len(schedule.bits) != calib.attrs["num_steps"]:
-        raise ValueError(f"schedule has {len(schedule.bits)} steps, the calibration {calib.attrs['num_steps']}: rerun relax")
-    observer = get_observer(act_observer)
-    stat_names = list(calib["stats"].array_keys())
-    for k, bits in enumerate(schedule.bits):
-        if all(int(m.input_quant.bits[k]) == bits for m in q.values()):
-            continue
-        stats = unstack_stats({s: calib[f"stats/{s}"][k] for s in stat_names}, names)
-        for name, m in q.items():
-            lo, hi = observer.activation_range(stats[name], bits, m.input_quant.symmetric)
-            m.input_quant.set_step(k, lo, hi, bits)
-
-
-def generate(params: Params, qparams: str | Path, qconfig: str | Path, calib_path: str | Path, schedule_path: str | Path,
-             reference_path: str | Path, out: str | Path, grid_png: str | Path, progress: bool = True) -> None:
+def generate(params: Params, quantized: str | Path, reference_path: str | Path, out: str | Path, grid_png: str | Path,
+             progress: bool = True) -> None:
+    """Images of the evaluation prompts from the exported artifact: exactly what users load."""
     reference_store = open_store(reference_path, "reference")
-    calib = open_store(calib_path, "calibration")
-    pipe, sampler = _load(params)
-    qmap = load_quantized(pipe.unet, qparams, qconfig)
-    schedule = Schedule.load(schedule_path)
-    apply_schedule(pipe.unet, schedule, calib, qmap.act_observer)
-    missing = [n for n, m in qmodules(pipe.unet).items() if not bool(m.input_quant.calibrated.all())]
-    if missing:
-        raise ValueError(f"{qparams}: {len(missing)} layers have uncalibrated steps (first: {missing[0]}); rerun calibrate")
+    state = process_state(params.model.device)
+    model = replace(params.model, device=model_device(params.model.device, state))
+    unet = load_quantized(quantized)
+    counter = step_counter(unet)
+    qmap = QuantMap.load(Path(quantized) / QUANT_CONFIG)
+    pipe, sampler = load_sampler(model, unet=unet, scheduler=load_scheduler(quantized))
+    if not torch.equal(sampler.timesteps.double().cpu(), counter.timesteps.cpu()):
+        raise StoreError(f"{quantized} was calibrated at timesteps {counter.timesteps.tolist()}, model.steps={model.steps} gives "
+                         f"{sampler.timesteps.tolist()}: rerun export")
+    schedule = qmap.meta["schedule"]
     weight_bits = max(spec.weight_bits for spec in qmap.layers.values())
-    write_images(params, pipe, sampler, out, "generated", progress, inputs=(qparams, qconfig, schedule_path),
-                 schedule=list(schedule.bits), average_bits=schedule.average_bits, weight_bits=weight_bits)
-    if not process_state(params.model.device).is_main_process:
+    write_images(params, pipe, sampler, out, "generated", progress, inputs=[Path(quantized) / f for f in ARTIFACT_FILES],
+                 schedule=schedule["bits"], average_bits=schedule["average_bits"], weight_bits=weight_bits)
+    if not state.is_main_process:
         return
-    label = f"W{weight_bits}A{schedule.average_bits:g}"
+    label = f"W{weight_bits}A{schedule['average_bits']:g}"
     save_grid(reference_store["images/standard"], open_store(out, "generated")["images/standard"], params.generate.grid_images,
               grid_png, ("FP32", label))
 

@@ -5,13 +5,15 @@
     eps_k = eps_u + g * (eps_c - eps_u)          classifier-free guidance at step k
     x_{k+1} = scheduler.step(eps_k, t_k, x_k)    k = 0 .. T-1 (k = 0 is x_T, the first step)
 
-The UNet runs inside `timestep(k)`, so a quantized UNet picks step k's quantizer rows. Schedulers
+A quantized UNet counts its own calls (pcr.quant.step); here each call is pinned to step k, since
+calibration runs one step over several batches. Schedulers
 with state (PNDM, DPM++ multistep, Euler) get one copy per batch, all stepped in lockstep.
 """
 
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import diffusers
@@ -24,7 +26,8 @@ from torch import Tensor, nn
 from pcr.config import ModelConfig
 from pcr.models.conditioning import encode_prompts, guide, is_sdxl, unet_kwargs
 from pcr.models.load import check_resolution, inspect_model_dir, load_pipeline, resolve_device, resolve_dtype
-from pcr.quant.step import timestep
+
+STEP_COUNTER = "pcr_step"  # pcr.quant.step.STEP_COUNTER
 
 
 @dataclass
@@ -59,7 +62,8 @@ class Sampler:
         dev, dtype = p.device, p.dtype
         model_in = scheduler.scale_model_input(torch.cat([x, x]).to(dev), t).to(dtype)  # [2N, C, h, w]
         kwargs = unet_kwargs({name: v.to(dev, dtype) for name, v in cond.items()})
-        with timestep(k):
+        counter = getattr(self.unet, STEP_COUNTER, None)  # a quantized UNet's (duck-typed: FP32 stages import no quant code)
+        with counter.pin(k) if counter is not None else nullcontext():
             out = self.unet(model_in, t, **kwargs).sample
         return guide(out.float(), self.guidance_scale)
 
@@ -68,17 +72,23 @@ class Sampler:
         return scheduler.step(eps, self.timesteps[k], x.to(eps.device)).prev_sample.float()
 
 
-def load_sampler(cfg: ModelConfig) -> tuple[DiffusionPipeline, Sampler]:
-    """The pipeline of `cfg.path` and a sampler over its UNet (checks path, resolution and dtype first)."""
+def load_sampler(cfg: ModelConfig, unet: nn.Module | None = None, scheduler=None) -> tuple[DiffusionPipeline, Sampler]:
+    """The pipeline of `cfg.path` and a sampler over its UNet (checks path, resolution and dtype first).
+
+    `unet` / `scheduler` replace the pipeline's own (a quantized UNet and its calibrated scheduler).
+    """
     diffusers.utils.logging.disable_progress_bar()  # our own bars cover the work; loading is quick
     transformers.utils.logging.disable_progress_bar()
     info = inspect_model_dir(cfg.path)
     height, width = cfg.height or info.sample_size, cfg.width or info.sample_size
     check_resolution(info, height, width)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
-    pipe = load_pipeline(cfg.path, scheduler=cfg.scheduler, dtype=dtype, device=cfg.device)
+    components = {"unet": unet} if unet is not None else {}
+    pipe = load_pipeline(cfg.path, scheduler=cfg.scheduler, dtype=dtype, device=cfg.device, **components)
+    if scheduler is not None:
+        pipe.scheduler = scheduler
     pipe.unet.eval()
-    scheduler = copy.deepcopy(pipe.scheduler)
+    scheduler = copy.deepcopy(pipe.scheduler)  # the template every batch copies
     scheduler.set_timesteps(cfg.steps, device=resolve_device(cfg.device))
     f = info.vae_scale_factor
     return pipe, Sampler(pipe.unet, scheduler, cfg.guidance_scale, (info.latent_channels, height // f, width // f))

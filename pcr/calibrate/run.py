@@ -24,7 +24,7 @@ from pcr.config import ConfigError, Params
 from pcr.quant.affine import code_dtype, quantize
 from pcr.quant.observers import get_observer
 from pcr.quant.quantize import qmodules, quantize_model
-from pcr.quant.serialize import save_quantized
+from pcr.quant.serialize import save_quant_state
 from pcr.sampling import load_sampler
 from pcr.stores import add_array, create_store, finish_store, open_store, resume_store
 
@@ -69,7 +69,7 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
     T = sampler.num_steps
     if traj.attrs["num_steps"] != T:
         raise ConfigError(f"{trajectories} has {traj.attrs['num_steps']} steps but model.steps gives {T}: rerun collect")
-    qmap = quantize_model(pipe.unet, params.quant, T)
+    qmap = quantize_model(pipe.unet, params.quant, sampler.timesteps.tolist(), type(sampler.scheduler).__name__, params.model.steps)
     names = list(qmap.layers)
     observer = get_observer(params.quant.act_observer)
     cond = {k: torch.from_numpy(traj[f"cond/{k}"][:n]) for k in traj["cond"].array_keys()}
@@ -108,5 +108,5 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
 
     x = torch.from_numpy(store["x"][done]).to(sampler.unet.device)
     sweep(cal, cfg.mode, x, start=done, schedulers=schedulers, on_step=on_step, progress=progress)
-    save_quantized(pipe.unet, qmap, qparams, qconfig)
+    save_quant_state(pipe.unet, qmap, qparams, qconfig)
     finish_store(store, out)

@@ -159,10 +159,12 @@ def load_pipeline(
     dtype: torch.dtype = torch.float32,
     device: str = "auto",
     variant: str | None = None,
+    **components,
 ) -> DiffusionPipeline:
     """The stock diffusers pipeline of `path`, local files only, with its scheduler optionally swapped.
 
     `variant` picks weight files such as `diffusion_pytorch_model.fp16.safetensors` (`variant="fp16"`).
+    `components` (e.g. `unet=`) replace the pipeline's own, whose weights are then not read.
     """
     info = inspect_model_dir(path)
     if scheduler is not None:
@@ -170,7 +172,7 @@ def load_pipeline(
     dev = resolve_device(device)
     if dtype in HALF_DTYPES and dev.type != "cuda":
         raise ModelError(f"dtype {dtype} needs a CUDA device, got {dev.type}; use torch.float32 on CPU")
-    kwargs: dict[str, Any] = {"local_files_only": True, DTYPE_KWARG: dtype}
+    kwargs: dict[str, Any] = {"local_files_only": True, DTYPE_KWARG: dtype, **components}
     if variant is not None:
         kwargs["variant"] = variant
     if info.family == "sd":

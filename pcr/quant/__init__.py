@@ -12,8 +12,8 @@ _EXPORTS = {
     "pcr.quant.observers": ("OBSERVERS", "RunningStats", "get_observer"),
     "pcr.quant.qmap": ("LayerQuant", "QuantMap"),
     "pcr.quant.quantize": ("apply_quant_map", "qmodules", "quantize_model", "select_layers"),
-    "pcr.quant.serialize": ("load_quantized", "save_quantized"),
-    "pcr.quant.step": ("current_step", "timestep"),
+    "pcr.quant.serialize": ("load_quant_state", "load_quantized", "save_quant_state", "save_quantized"),
+    "pcr.quant.step": ("StepCounter", "at_step", "step_counter"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -1,10 +1,13 @@
 """Quantized layers: small subclasses of the float layers with one-line forwards.
 
-    QLinear(x) = linear(Q_t(x), W_hat, b)      QConv2d(x) = conv2d(Q_t(x), W_hat, b)
+    QLinear(x) = linear(Q_k(x), W_hat, b)      QConv2d(x) = conv2d(Q_k(x), W_hat, b)
 
-W_hat is the per-output-channel fake-quantized weight, computed once by `quantize_weight` and
-kept as the layer's `weight` (the float weight is not kept). Q_t is the activation quantizer of
-the current sampling step t: per tensor, one (scale, zero point, bits) row per step.
+The weight is kept as integer codes per output channel (`weight_codes`, packed two per byte at 4 bits
+or fewer) with `weight_scale`/`weight_zero_point [C_out]`; the float weight is gone once `from_module`
+has quantized it. W_hat = (q_w - z_w) * s_w is dequantized on the fly by the `fake` kernel (the
+reference). Q_k is the activation quantizer of sampling step k: per tensor, one (scale, zero point,
+bits) row per step, the row picked by the UNet's step counter (`pcr.quant.step`). All of it is
+buffers with final shapes, so `state_dict` / `load_state_dict` carry the whole quantized layer.
 """
 
 from __future__ import annotations
@@ -13,15 +16,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcr.quant.affine import check_bits, fake_quantize, fake_quantize_tensor, params_from_range, qrange
+from pcr.quant.affine import check_bits, dequantize, params_from_range, quantize
 from pcr.quant.observers import Observer
-from pcr.quant.step import current_step
+from pcr.quant.packing import pack, storage_dtype, storage_shape, unpack
+from pcr.quant.step import StepCounter
+
+SCALE_BUFFERS = ("scale", "weight_scale")  # stay float32 whatever dtype the model is cast to
+
+
+def code_bounds(bits: Tensor, symmetric: bool) -> tuple[Tensor, Tensor]:
+    """(q_min, q_max) of b-bit codes, as tensors of bits' shape (no host sync)."""
+    top = torch.bitwise_left_shift(torch.ones_like(bits), bits - 1 if symmetric else bits)  # 2^(b-1) or 2^b
+    return (-top, top - 1) if symmetric else (torch.zeros_like(bits), top - 1)
+
+
+def fake_quantize_at(x: Tensor, s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """x_hat = clamp(round(x / s), q_min - z, q_max - z) * s, in float32: four vectorised ops.
+
+    Equal to (clamp(round(x/s) + z, q_min, q_max) - z) * s for codes below 2^24, and bit for bit what
+    torch's fake_quantize_per_tensor_affine gives (the same float32 1/s, the same half-to-even rounding).
+    s, lo, hi: [1] tensors.
+    """
+    return torch.mul(x.float(), 1.0 / s).round_().clamp_(lo, hi).mul_(s)
+
+
+def _keep_scales_float32(module: nn.Module) -> None:
+    for name in SCALE_BUFFERS:
+        t = module._buffers.get(name)
+        if t is not None and t.is_floating_point() and t.dtype != torch.float32:
+            module._buffers[name] = t.float()
 
 
 class ActQuantizer(nn.Module):
-    """Per-step activation fake-quantizer. Buffers: scale [T], zero_point [T] int32, bits [T] int32."""
+    """Per-step activation fake-quantizer. Buffers: scale [T], zero_point [T] int32, bits [T] int32, calibrated [T] bool."""
 
-    def __init__(self, num_steps: int, bits: int, symmetric: bool):
+    def __init__(self, num_steps: int, bits: int, symmetric: bool, counter: StepCounter | None = None):
         super().__init__()
         if num_steps < 1:
             raise ValueError(f"num_steps={num_steps} must be at least 1")
@@ -32,15 +61,20 @@ class ActQuantizer(nn.Module):
         self.register_buffer("zero_point", torch.zeros(num_steps, dtype=torch.int32))
         self.register_buffer("bits", torch.full((num_steps,), bits, dtype=torch.int32))
         self.register_buffer("calibrated", torch.zeros(num_steps, dtype=torch.bool))
-        self._ranges = [(*qrange(bits, symmetric), 0)] * num_steps  # (q_min, q_max, z) per step: no device sync per call
-        self.register_load_state_dict_post_hook(lambda module, _: module._sync_ranges())
+        self.attach(counter)
+
+    def attach(self, counter: StepCounter | None) -> None:
+        """Read the step index from `counter` (held by reference: the UNet owns it, not every quantizer)."""
+        object.__setattr__(self, "_counter", counter)
 
     @property
     def num_steps(self) -> int:
         return self.scale.numel()
 
-    def _sync_ranges(self) -> None:
-        self._ranges = [(*qrange(b, self.symmetric), z) for b, z in zip(self.bits.tolist(), self.zero_point.tolist(), strict=True)]
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        _keep_scales_float32(self)
+        return self
 
     @torch.no_grad()
     def set_step(self, k: int, lo: Tensor, hi: Tensor, bits: int | None = None) -> None:
@@ -49,53 +83,88 @@ class ActQuantizer(nn.Module):
         scale, zero_point = params_from_range(lo, hi, b, self.symmetric)
         self.scale[k], self.zero_point[k], self.bits[k] = scale, zero_point, b
         self.calibrated[k] = True
-        self._ranges[k] = (*qrange(b, self.symmetric), int(zero_point))
+
+    def step_params(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(s, z, q_min, q_max) of the current step, each [1]: read by index, so one graph serves every step."""
+        if self._counter is None:
+            raise RuntimeError("this quantizer has no step counter: build quantized layers with pcr.quant.quantize_model")
+        k = self._counter.index  # [1] int64
+        s, z, b = self.scale.index_select(0, k), self.zero_point.index_select(0, k), self.bits.index_select(0, k)
+        q_min, q_max = code_bounds(b, self.symmetric)
+        return s, z, q_min, q_max
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.enabled:
             return x
-        k = current_step()
-        q_min, q_max, z = self._ranges[k]
-        return fake_quantize_tensor(x, self.scale[k : k + 1], self.zero_point[k : k + 1], q_min, q_max, z).to(x.dtype)
+        s, z, q_min, q_max = self.step_params()
+        return fake_quantize_at(x, s, q_min - z, q_max - z).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"steps={self.num_steps}, bits={sorted(set(self.bits.tolist()))}, symmetric={self.symmetric}"
 
 
 class QModuleMixin:
-    """Shared state of quantized layers: weight scale/zero point [C_out] and the input quantizer."""
+    """Integer weight codes with per-channel scale/zero point [C_out], and the input quantizer."""
 
-    weight: nn.Parameter
-
-    def _init_quant(self, num_steps: int, weight_bits: int, weight_symmetric: bool, act_bits: int, act_symmetric: bool) -> None:
-        c_out = self.weight.shape[0]
-        self.weight_bits = check_bits(weight_bits, "weight_bits")
-        self.weight_symmetric = weight_symmetric
-        dev = self.weight.device
-        self.register_buffer("weight_scale", torch.ones(c_out, device=dev))
-        self.register_buffer("weight_zero_point", torch.zeros(c_out, dtype=torch.int32, device=dev))
-        self.input_quant = ActQuantizer(num_steps, act_bits, act_symmetric).to(dev)
+    weight_bits: int
+    weight_symmetric: bool
+    weight_shape: tuple[int, ...]
 
     @classmethod
     def from_module(cls, module: nn.Module, *, num_steps: int, weight_bits: int, act_bits: int,
-                    weight_symmetric: bool = False, act_symmetric: bool = False):
-        """A quantized twin sharing `module`'s parameters (built on the meta device, then adopted)."""
+                    weight_symmetric: bool = False, act_symmetric: bool = False,
+                    observer: Observer | None = None, counter: StepCounter | None = None):
+        """The quantized twin of `module`, sharing its bias; the weight quantized with `observer` if given.
+
+        Without an observer the codes are left empty (zeros on `module`'s device, e.g. meta) for
+        `load_state_dict` to fill.
+        """
         q = cls._empty_like(module)
-        q.weight, q.bias = module.weight, module.bias
-        q._init_quant(num_steps, weight_bits, weight_symmetric, act_bits, act_symmetric)
+        del q.weight  # the layer keeps integer codes, not a float weight
+        q.bias = module.bias
+        q.weight_bits, q.weight_symmetric = check_bits(weight_bits, "weight_bits"), weight_symmetric
+        q.weight_shape = tuple(module.weight.shape)
+        dev, c_out = module.weight.device, module.weight.shape[0]
+        q.register_buffer("weight_codes", torch.zeros(storage_shape(q.weight_shape, weight_bits),
+                                                      dtype=storage_dtype(weight_bits, weight_symmetric), device=dev))
+        q.register_buffer("weight_scale", torch.ones(c_out, device=dev))
+        q.register_buffer("weight_zero_point", torch.zeros(c_out, dtype=torch.int32, device=dev))
+        q.input_quant = ActQuantizer(num_steps, act_bits, act_symmetric, counter).to(dev)
+        if observer is not None:
+            q.set_weight(module.weight.detach(), observer)
         q.train(module.training)
         return q
 
     @torch.no_grad()
-    def quantize_weight(self, observer: Observer) -> None:
-        """W <- W_hat, once: per-output-channel fake quantization with the observer's range."""
-        w = self.weight.detach().float()
+    def set_weight(self, w: Tensor, observer: Observer) -> None:
+        """Codes of the float weight w, per output channel, with the observer's range."""
+        w = w.float()
         lo, hi = observer.weight_range(w, self.weight_bits, self.weight_symmetric)
         scale, zero_point = params_from_range(lo, hi, self.weight_bits, self.weight_symmetric)
-        w_hat = fake_quantize(w, scale.to(w.device), zero_point.to(w.device), self.weight_bits, self.weight_symmetric, axis=0)
-        self.weight.data.copy_(w_hat.to(self.weight.dtype))
+        self.set_codes(quantize(w, scale, zero_point, self.weight_bits, self.weight_symmetric, axis=0), scale, zero_point)
+
+    @torch.no_grad()
+    def set_codes(self, codes: Tensor, scale: Tensor, zero_point: Tensor) -> None:
+        """Store integer codes [C_out, ...] (unpacked) with their per-channel scale and zero point."""
+        if tuple(codes.shape) != self.weight_shape:
+            raise ValueError(f"weight codes of shape {tuple(codes.shape)} do not fit this layer's weight {self.weight_shape}")
+        self.weight_codes.copy_(pack(codes, self.weight_bits, self.weight_symmetric))
         self.weight_scale.copy_(scale)
         self.weight_zero_point.copy_(zero_point)
+
+    def codes(self) -> Tensor:
+        """Integer weight codes in the weight's shape (unpacked)."""
+        return unpack(self.weight_codes, self.weight_bits, self.weight_symmetric, self.weight_shape)
+
+    def dequantized_weight(self, dtype: torch.dtype | None = None) -> Tensor:
+        """W_hat = (q_w - z_w) * s_w, [C_out, ...], in `dtype` (default: the bias's, else float32)."""
+        dtype = dtype or (self.bias.dtype if self.bias is not None else torch.float32)
+        return dequantize(self.codes(), self.weight_scale, self.weight_zero_point, axis=0).to(dtype)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        _keep_scales_float32(self)
+        return self
 
 
 class QLinear(QModuleMixin, nn.Linear):
@@ -104,7 +173,7 @@ class QLinear(QModuleMixin, nn.Linear):
         return cls(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.input_quant(x), self.weight, self.bias)
+        return F.linear(self.input_quant(x), self.dequantized_weight(x.dtype), self.bias)
 
 
 class QConv2d(QModuleMixin, nn.Conv2d):
@@ -114,7 +183,7 @@ class QConv2d(QModuleMixin, nn.Conv2d):
                    dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode, device="meta")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.input_quant(x), self.weight, self.bias)
+        return self._conv_forward(self.input_quant(x), self.dequantized_weight(x.dtype), self.bias)
 
 
 QMODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: QLinear, nn.Conv2d: QConv2d}

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: weights as packed integer codes in state_dict, per-step rows read through the step counter
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class QuantMap:
     @classmethod
     def from_json(cls, text: str) -> QuantMap:
         d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("a quantization map is a JSON object")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from pcr.quant.modules import QMODULES, QModuleMixin
-from pcr.quant.observers import get_observer
+from pcr.quant.observers import Observer, get_observer
 from pcr.quant.qmap import FORMAT_VERSION, LayerQuant, QuantMap  # noqa: F401 (re-exported)
+from pcr.quant.step import attach_step_counter
 
 
 def candidate_layers(model: nn.Module) -> list[str]:
@@ -44,8 +46,19 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
-def apply_quant_map(model: nn.Module, qmap: QuantMap) -> dict[str, QModuleMixin]:
-    """Swap in the quantized layers the map names (weights untouched). Returns them by name."""
+def apply_quant_map(model: nn.Module, qmap: QuantMap, observer: Observer | None = None,
+                    timesteps: Tensor | list[float] | None = None, scheduler: str = "unknown",
+                    num_inference_steps: int | None = None) -> dict[str, QModuleMixin]:
+    """Swap in the quantized layers the map names and give the model its step counter. Returns the layers.
+
+    With an observer the float weights are quantized now; without, the codes stay empty for
+    `load_state_dict` (on a meta model: nothing is allocated). `timesteps` default: placeholders, to be loaded.
+    """
+    if timesteps is None:
+        timesteps = torch.zeros(qmap.num_steps)
+    if len(timesteps) != qmap.num_steps:
+        raise ValueError(f"{len(timesteps)} timesteps given for a quantization map of {qmap.num_steps} steps")
+    counter = attach_step_counter(model, timesteps, scheduler, num_inference_steps)
     out = {}
     for name, spec in qmap.layers.items():
         try:
@@ -56,24 +69,27 @@ def apply_quant_map(model: nn.Module, qmap: QuantMap) -> dict[str, QModuleMixin]
         if qcls is None or qcls.__name__ != spec.kind:
             raise ValueError(f"layer {name!r} is {type(float_layer).__name__}, the quantization map expects the float twin of {spec.kind}")
         q = qcls.from_module(float_layer, num_steps=qmap.num_steps, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
-                             weight_symmetric=spec.weight_symmetric, act_symmetric=spec.act_symmetric)
+                             weight_symmetric=spec.weight_symmetric, act_symmetric=spec.act_symmetric,
+                             observer=observer, counter=counter)
         _swap(model, name, q)
         out[name] = q
     return out
 
 
-def quantize_model(model: nn.Module, cfg, num_steps: int) -> QuantMap:
-    """Quantize `model` in place per `cfg` (a `pcr.config.QuantConfig`): weights now, activations later."""
+def quantize_model(model: nn.Module, cfg, timesteps: Tensor | list[float], scheduler: str = "unknown",
+                   num_inference_steps: int | None = None) -> QuantMap:
+    """Quantize `model` in place per `cfg` (a `pcr.config.QuantConfig`): weights now, activations later.
+
+    timesteps: the diffusers timesteps t_0..t_{T-1} of the T sampling steps the activations are calibrated for.
+    """
     names = select_layers(model, cfg.include, cfg.exclude, cfg.keep_float)
     layers = {
         n: LayerQuant(QMODULES[type(model.get_submodule(n))].__name__, cfg.weight_bits, cfg.weight_symmetric,
                       cfg.act_bits, cfg.act_symmetric)
         for n in names
     }
-    qmap = QuantMap(num_steps, cfg.weight_observer, cfg.act_observer, layers)
-    observer = get_observer(cfg.weight_observer)
-    for q in apply_quant_map(model, qmap).values():
-        q.quantize_weight(observer)
+    qmap = QuantMap(len(timesteps), cfg.weight_observer, cfg.act_observer, layers)
+    apply_quant_map(model, qmap, get_observer(cfg.weight_observer), timesteps, scheduler, num_inference_steps)
     return qmap
 
 

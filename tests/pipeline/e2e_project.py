@@ -15,7 +15,7 @@ from depgraph import ROOT
 
 from pcr.models.tiny import build_tiny_clip
 
-STAGES = ["collect", "reference", "calibrate", "relax", "generate", "score"]
+STAGES = ["collect", "reference", "calibrate", "relax", "export", "generate", "score"]
 PROMPTS = ["a red circle", "a blue square", "a green circle", "a gray square", "a small red square"]
 Project = tuple[Path, dict]
 
@@ -85,3 +85,35 @@ def make_project(root: Path, build_model: Callable[[Path], Path], **sections: di
 def dvc(project: Project, *args: str) -> str:
     root, env = project
     return run([sys.executable, "-m", "dvc", *args], root, env)
+
+
+def stock_pipeline_images(root: Path, model_dir: Path, n: int):
+    """The first n standard evaluation images as the stock diffusers pipeline makes them from root's artifact.
+
+    Same prompts, negative prompt, guidance, step count and initial noise (seed eval.seed + i) as generate.
+    """
+    import numpy as np
+    import torch
+
+    import pcr
+    from pcr.config import load_params, read_prompts
+
+    params = load_params(root / "params.yaml")
+    pipe = pcr.load_pipeline(model_dir, root / "outputs/quantized")
+    prompts = read_prompts(root / params.eval.prompts, n)
+    c, size = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    noise = torch.stack([torch.randn((c, size, size), generator=torch.Generator().manual_seed(params.eval.seed + i)) for i in range(n)])
+    out = pipe(prompts, negative_prompt=[params.model.negative_prompt] * n, latents=noise, guidance_scale=params.model.guidance_scale,
+               num_inference_steps=pipe.unet.pcr_step.num_inference_steps, output_type="np")
+    return (np.asarray(out.images) * 255).round().astype(np.uint8)  # what the pipeline's PIL images hold
+
+
+def assert_stock_pipeline_reproduces_generate(root: Path, model_dir: Path, n: int = 2) -> None:
+    """The artifact in the stock pipeline gives generate's images: bit for bit, or within one grey level."""
+    import numpy as np
+    import zarr
+
+    generated = zarr.open_group(str(root / "outputs/generated.zarr"), mode="r")["images/standard"][:n]
+    stock = stock_pipeline_images(root, model_dir, n)
+    diff = np.abs(stock.astype(int) - generated.astype(int))
+    assert diff.max() <= 1, f"stock pipeline differs from generate by up to {diff.max()} grey levels"

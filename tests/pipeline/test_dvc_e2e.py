@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from e2e_project import STAGES, dvc, from_run_cache, make_project, ran
+from e2e_project import STAGES, assert_stock_pipeline_reproduces_generate, dvc, from_run_cache, make_project, ran
 
 from pcr.models.tiny import build_tiny_sd
 
@@ -32,17 +32,18 @@ def test_repro_then_experiments_rerun_only_downstream(project):
     assert abs(metrics["fp32"]["fid_fp32"]) < 1e-3  # FID of the FP32 images against themselves is 0
     assert (root / "outputs/plots/step_error.csv").read_text().startswith("step,relative_error")
     assert ran(dvc(project, "repro")) == set()  # nothing changed
+    assert_stock_pipeline_reproduces_generate(root, root / "data/tiny")
 
     out = dvc(project, "exp", "run", "-S", "relax.fraction=0.34")
-    assert ran(out) == {"relax", "generate", "score"}
+    assert ran(out) == {"relax", "export", "generate", "score"}
     assert json.loads((root / "outputs/schedule.json").read_text())["bits"] == [8, 8, 10]
 
     out = dvc(project, "exp", "run", "-S", "quant.act_bits=6")
-    assert ran(out) == {"calibrate", "relax", "generate", "score"}  # neither collect nor reference
+    assert ran(out) == {"calibrate", "relax", "export", "generate", "score"}  # neither collect nor reference
 
     out = dvc(project, "exp", "run", "-S", "quant.act_bits=8")  # back to the committed value
     assert ran(out) == set()
-    assert {"calibrate", "relax", "generate", "score"} <= from_run_cache(out) | set(re.findall(r"Stage '(\w+)' didn't change", out))
+    assert {"calibrate", "relax", "export", "generate", "score"} <= from_run_cache(out) | set(re.findall(r"Stage '(\w+)' didn't change", out))
 
 
 def test_bad_param_fails_cleanly_without_outputs(project):
@@ -64,3 +65,16 @@ def test_bad_param_fails_cleanly_without_outputs(project):
     r = subprocess.run([sys.executable, "stages/collect.py", "bad.yaml", "outputs/t2.zarr"], cwd=root, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "not a diffusers pipeline directory" in r.stderr
     assert not (root / "outputs/t2.zarr").exists() and not (root / "outputs/t2.zarr.partial").exists()
+
+
+def test_artifact_loads_without_the_float_unet_weights(project, tmp_path):
+    import shutil
+
+    root, _ = project
+    model = tmp_path / "model"
+    shutil.copytree(root / "data/tiny", model)
+    deleted = list((model / "unet").glob("*.safetensors"))
+    assert deleted
+    for f in deleted:
+        f.unlink()
+    assert_stock_pipeline_reproduces_generate(root, model)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 import zarr
 from depgraph import ROOT
-from e2e_project import STAGES, dvc, make_project, ran
+from e2e_project import STAGES, assert_stock_pipeline_reproduces_generate, dvc, make_project, ran
 
 from pcr.models.tiny import build_tiny_sd, build_tiny_sdxl
 
@@ -36,6 +36,7 @@ def test_sdxl_dvc_repro_end_to_end(tmp_path):
     assert np.isfinite(traj["x"][:]).all()
     images = zarr.open_group(str(root / "outputs/generated.zarr"), mode="r")["images/standard"]
     assert images.shape == (4, 32, 32, 3)
+    assert_stock_pipeline_reproduces_generate(root, root / "data/tiny")
 
 
 def _stage_main(name: str):

@@ -1,0 +1,82 @@
+"""export: the calibrated UNet with its relax schedule applied, as one self-contained artifact.
+
+    float UNet (model.path/unet) + calibration state (qparams, qconfig) + relax schedule
+        -> relaxed steps' parameters from calib.zarr's statistics at their bits
+        -> quantized/ (pcr.quant.serialize): what generate runs and what users ship
+
+The float UNet's weights are read here, once; the artifact does not need them again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import zarr
+from diffusers import UNet2DConditionModel
+
+from pcr.calibrate.observe import unstack_stats
+from pcr.config import Params
+from pcr.errors import StoreError
+from pcr.models.load import inspect_model_dir
+from pcr.models.schedulers import make_scheduler
+from pcr.quant.observers import get_observer
+from pcr.quant.quantize import qmodules
+from pcr.quant.serialize import load_quant_state, save_quantized
+from pcr.quant.step import step_counter
+from pcr.relax import Schedule
+from pcr.stores import open_store
+
+
+@torch.no_grad()
+def apply_schedule(unet: torch.nn.Module, schedule: Schedule, calib: zarr.Group, act_observer: str) -> None:
+    """Set each step's activation bits per the schedule; ranges of changed steps follow from calib stats."""
+    q = qmodules(unet)
+    names = calib.attrs["layers"]
+    if len(schedule.bits) != calib.attrs["num_steps"]:
+        raise StoreError(f"schedule has {len(schedule.bits)} steps, the calibration {calib.attrs['num_steps']}: rerun relax")
+    observer = get_observer(act_observer)
+    stat_names = list(calib["stats"].array_keys())
+    for k, bits in enumerate(schedule.bits):
+        if all(int(m.input_quant.bits[k]) == bits for m in q.values()):
+            continue
+        stats = unstack_stats({s: calib[f"stats/{s}"][k] for s in stat_names}, names)
+        for name, m in q.items():
+            lo, hi = observer.activation_range(stats[name], bits, m.input_quant.symmetric)
+            m.input_quant.set_step(k, lo, hi, bits)
+
+
+def calibrated_scheduler(params: Params, num_steps: int):
+    """The scheduler the activations were calibrated with (model.scheduler over the model's own config)."""
+    root = inspect_model_dir(params.model.path).path
+    config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    scheduler = make_scheduler(params.model.scheduler, config)
+    scheduler.set_timesteps(params.model.steps)
+    if len(scheduler.timesteps) != num_steps:
+        raise StoreError(f"model.scheduler={params.model.scheduler!r} with model.steps={params.model.steps} gives "
+                         f"{len(scheduler.timesteps)} steps, the calibration has {num_steps}: rerun calibrate")
+    return scheduler
+
+
+def export(params: Params, qparams: str | Path, qconfig: str | Path, calib_path: str | Path, schedule_path: str | Path,
+           out: str | Path) -> None:
+    calib = open_store(calib_path, "calibration")
+    root = inspect_model_dir(params.model.path).path
+    unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True).eval()
+    qmap = load_quant_state(unet, qparams, qconfig)
+    schedule = Schedule.load(schedule_path)
+    apply_schedule(unet, schedule, calib, qmap.act_observer)
+    missing = [n for n, m in qmodules(unet).items() if not bool(m.input_quant.calibrated.all())]
+    if missing:
+        raise StoreError(f"{qparams}: {len(missing)} layers have uncalibrated steps (first: {missing[0]}); rerun calibrate")
+    scheduler = calibrated_scheduler(params, qmap.num_steps)
+    counter = step_counter(unet)
+    if not torch.equal(scheduler.timesteps.double(), counter.timesteps.cpu()):
+        raise StoreError(f"{qparams} was calibrated at timesteps {counter.timesteps.tolist()}, "
+                         f"model.scheduler/model.steps give {scheduler.timesteps.tolist()}: rerun calibrate")
+    meta = {**qmap.meta, "scheduler": dict(scheduler.config), "num_inference_steps": params.model.steps,
+            "schedule": {"bits": list(schedule.bits), "average_bits": schedule.average_bits, "fraction": schedule.fraction,
+                         "where": schedule.where}}
+    save_quantized(unet, replace(qmap, meta=meta), out, scheduler)

@@ -1,0 +1,54 @@
+"""The quantized model in the stock diffusers pipeline.
+
+    pipe = pcr.load_pipeline("path/to/sd-model", "outputs/quantized")
+    images = pipe(prompt, num_inference_steps=pipe.unet.pcr_step.num_inference_steps).images
+
+The text encoders, tokenizers and VAE come from the float model's folder; the UNet and the calibrated
+scheduler from the artifact (the float UNet's weights are never read).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline, SchedulerMixin
+
+from pcr.errors import StoreError
+from pcr.models.load import DTYPE_KWARG, PIPELINE_CLASSES, inspect_model_dir
+from pcr.quant.serialize import QUANT_CONFIG, SCHEDULER_CONFIG, SCHEDULER_DIR, load_quantized
+from pcr.quant.qmap import QuantMap
+
+
+def load_scheduler(quantized_path: str | Path) -> SchedulerMixin:
+    """The calibrated scheduler saved in the artifact, of its own class."""
+    import diffusers
+
+    folder = Path(quantized_path) / SCHEDULER_DIR
+    try:
+        config = json.loads((folder / SCHEDULER_CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{folder}: cannot read the calibrated scheduler ({e})") from None
+    cls = getattr(diffusers, config.get("_class_name", ""), None)
+    if cls is None:
+        raise StoreError(f"{folder}: unknown scheduler class {config.get('_class_name')!r}")
+    return cls.from_config(config)
+
+
+def load_pipeline(model_path: str | Path, quantized_path: str | Path, **from_pretrained_kwargs: Any) -> DiffusionPipeline:
+    """A stock StableDiffusionPipeline / StableDiffusionXLPipeline with the quantized UNet and calibrated scheduler.
+
+    from_pretrained_kwargs go to the pipeline's `from_pretrained` (e.g. `torch_dtype=torch.float16`);
+    the UNet is cast to that dtype too, its quantization scales stay float32. Local files only.
+    """
+    info = inspect_model_dir(model_path)
+    QuantMap.load(Path(quantized_path) / QUANT_CONFIG)  # a bad artifact fails before any weight is read
+    dtype = from_pretrained_kwargs.get(DTYPE_KWARG, from_pretrained_kwargs.get("torch_dtype"))
+    unet = load_quantized(quantized_path, dtype=dtype if isinstance(dtype, torch.dtype) else None)
+    kwargs: dict[str, Any] = {"local_files_only": True, **from_pretrained_kwargs}
+    if info.family == "sd":
+        kwargs.setdefault("safety_checker", None)
+        kwargs.setdefault("requires_safety_checker", False)
+    return PIPELINE_CLASSES[info.family].from_pretrained(info.path, unet=unet, scheduler=load_scheduler(quantized_path), **kwargs)

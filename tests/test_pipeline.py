@@ -1,0 +1,72 @@
+"""pcr.load_pipeline: the artifact in the stock diffusers pipelines, eager and under torch.compile(fullgraph=True)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+import pcr
+from pcr.config import QuantConfig
+from pcr.quant import qmodules, quantize_model, save_quantized
+from pcr.quant.qmap import QuantMap
+from pcr.quant.serialize import QUANT_CONFIG
+
+STEPS = 3
+PROMPTS = ["a red circle", "a blue square"]
+
+
+def _export(model_dir, out, scheduler=None):
+    """A quantized artifact of the model's UNet, per-step ranges set by hand (calibration is tested elsewhere)."""
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet").eval()
+    scheduler = scheduler or PNDMScheduler.from_pretrained(model_dir / "scheduler", skip_prk_steps=True)
+    scheduler.set_timesteps(STEPS)
+    qmap = quantize_model(unet, QuantConfig(weight_bits=8, act_bits=8, weight_observer="minmax"), scheduler.timesteps.tolist(),
+                          type(scheduler).__name__, STEPS)
+    for m in qmodules(unet).values():
+        for k in range(len(scheduler.timesteps)):
+            m.input_quant.set_step(k, torch.tensor(-3.0 + 0.5 * k), torch.tensor(3.0 - 0.5 * k))
+    meta = {"scheduler": dict(scheduler.config), "num_inference_steps": STEPS}
+    save_quantized(unet, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta=meta), out, scheduler)
+    return out
+
+
+def _images(pipe, **kw):
+    noise = torch.randn((len(PROMPTS), 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    return np.asarray(pipe(PROMPTS, latents=noise, num_inference_steps=STEPS, guidance_scale=4.0, output_type="np", **kw).images)
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_load_pipeline_returns_the_stock_pipeline_with_the_quantized_unet(family, tiny_sd_dir, tiny_sdxl_dir, tmp_path):
+    model_dir = tiny_sd_dir if family == "sd" else tiny_sdxl_dir
+    quantized = _export(model_dir, tmp_path / "quantized")
+    pipe = pcr.load_pipeline(model_dir, quantized)
+    assert type(pipe) is (StableDiffusionPipeline if family == "sd" else StableDiffusionXLPipeline)
+    assert len(qmodules(pipe.unet)) == len(QuantMap.load(quantized / QUANT_CONFIG).layers)
+    assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.scheduler.config.skip_prk_steps
+    images = _images(pipe)
+    assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
+    float_pipe = (StableDiffusionPipeline if family == "sd" else StableDiffusionXLPipeline).from_pretrained(model_dir)
+    float_pipe.scheduler = pipe.scheduler
+    assert 0 < np.abs(_images(float_pipe) - images).max() < 0.5  # quantized: close to FP32, not identical
+    with pytest.raises(ValueError, match="T=4 steps of PNDMScheduler.*num_inference_steps=3"):
+        pipe(PROMPTS, num_inference_steps=7, output_type="np")
+
+
+def test_fullgraph_compile_runs_a_generation_once_without_breaks(tiny_sd_dir, tmp_path):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    quantized = _export(tiny_sd_dir, tmp_path / "quantized")
+    pipe = pcr.load_pipeline(tiny_sd_dir, quantized)
+    eager = _images(pipe)
+    torch._dynamo.reset()
+    counters.clear()
+    pipe.unet = torch.compile(pipe.unet, fullgraph=True)  # fullgraph: any graph break raises
+    compiled = _images(pipe)
+    again = _images(pipe)  # a second generation reuses the graph
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])  # not one per step (T=4 calls per generation)
+    assert not counters["graph_break"]
+    assert np.abs(compiled * 255 - eager * 255).max() <= 1.0  # same images, up to float reordering by inductor
+    assert np.array_equal(compiled, again)
