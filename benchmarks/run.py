@@ -161,18 +161,17 @@ class Bench:
         return self._collected[key]
 
     def prepared(self, steps: int, prompts: int, subset: int | None = None):
-        """(params, traj store, pipe, calibration) with weights quantized; calibration over `subset` prompts."""
+        """(params, traj store, pipe, calibration) with weights quantized; calibration over `subset` prompts
+        (collected on their own: every calibration mode uses every collected prompt)."""
         from pcr.calibrate.run import prepare
         from pcr.stores import open_store
 
         key = (steps, prompts, subset)
         if key not in self._prepared:
-            d = self.params_dict(steps, prompts)
-            d["calibrate"]["num_prompts"] = subset or prompts
             from pcr.config import Params
 
-            p = Params.from_dict(d)
-            path = self.collect(steps, prompts)
+            p = Params.from_dict(self.params_dict(steps, subset or prompts))
+            path = self.collect(steps, subset or prompts)
             traj = open_store(path, "trajectories")
             pipe, qmap, cal = prepare(p, traj, path)
             self._prepared[key] = (p, traj, pipe, cal)
@@ -189,10 +188,10 @@ def fp32_pass(sampler, cond: dict, x, batch: int):
     """One FP32 pass: T UNet steps over all prompts, batched as collect does, with no store writes."""
     import torch
 
+    from pcr.distributed import batches as split
     from pcr.models.conditioning import select
 
-    n = x.shape[0]
-    batches = [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
+    batches = split(x.shape[0], batch)
     schedulers = [sampler.new_scheduler() for _ in batches]
     for k in range(sampler.num_steps):
         xs = []
@@ -415,7 +414,8 @@ def _project_copy(b: Bench, root: Path) -> dict:
             shutil.copytree(ROOT / "data/demo" / name, root / "data/demo" / name)
         p["score"]["kid_subset_size"] = min(p["score"]["kid_subset_size"], b.cache_eval)
     else:
-        from pcr.models.tiny import build_tiny_clip
+        sys.path.insert(0, str(ROOT / "tests"))  # the tiny test models are fixtures of the test suite
+        from tiny_models import build_tiny_clip
 
         build_tiny_clip(root / "data/clip")
         (root / "data/demo/judge").mkdir(parents=True, exist_ok=True)  # score's static dep; unused with judge: null
@@ -444,7 +444,7 @@ def case_cache(b: Bench) -> dict:
     alone.mkdir(exist_ok=True)
     o = "outputs"
     gen = [sys.executable, "stages/generate.py", "params.yaml", f"{o}/qparams.safetensors", f"{o}/qconfig.json", f"{o}/calib.zarr",
-           f"{o}/schedule.json", f"{o}/reference.zarr", str(alone / "generated.zarr"), str(alone / "grid.png")]
+           f"{o}/schedule.json", f"{o}/reference.zarr", str(alone / "generated.zarr")]
     score = [sys.executable, "stages/score.py", "params.yaml", f"{o}/reference.zarr", str(alone / "generated.zarr"),
              f"{o}/trajectories.zarr", f"{o}/calib.zarr", str(alone / "metrics.json"), str(alone / "plots")]
     T = b.cache_steps

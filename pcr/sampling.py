@@ -5,13 +5,16 @@
     eps_k = eps_u + g * (eps_c - eps_u)          classifier-free guidance at step k
     x_{k+1} = scheduler.step(eps_k, t_k, x_k)    k = 0 .. T-1 (k = 0 is x_T, the first step)
 
-The UNet runs inside `timestep(k)`, so a quantized UNet picks step k's quantizer rows. Schedulers
+The UNet runs inside `step_scope(k)`: `pcr.quant.timestep` for a quantized UNet, which then picks step
+k's quantizer rows (this module reads no quantization code: the FP32 stages import it). Schedulers
 with state (PNDM, DPM++ multistep, Euler) get one copy per batch, all stepped in lockstep.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import diffusers
@@ -24,7 +27,6 @@ from torch import Tensor, nn
 from pcr.config import ModelConfig
 from pcr.models.conditioning import encode_prompts, guide, is_sdxl, unet_kwargs
 from pcr.models.load import check_resolution, inspect_model_dir, load_pipeline, resolve_device, resolve_dtype
-from pcr.quant.step import timestep
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Sampler:
     scheduler: object  # a diffusers scheduler with timesteps set: the template every batch copies
     guidance_scale: float
     latent_shape: tuple[int, int, int]  # (C, h, w)
+    step_scope: Callable[[int], AbstractContextManager] = nullcontext  # entered around the UNet call of step k
 
     @property
     def timesteps(self) -> Tensor:
@@ -59,7 +62,7 @@ class Sampler:
         dev, dtype = p.device, p.dtype
         model_in = scheduler.scale_model_input(torch.cat([x, x]).to(dev), t).to(dtype)  # [2N, C, h, w]
         kwargs = unet_kwargs({name: v.to(dev, dtype) for name, v in cond.items()})
-        with timestep(k):
+        with self.step_scope(k):
             out = self.unet(model_in, t, **kwargs).sample
         return guide(out.float(), self.guidance_scale)
 
@@ -68,20 +71,38 @@ class Sampler:
         return scheduler.step(eps, self.timesteps[k], x.to(eps.device)).prev_sample.float()
 
 
-def load_sampler(cfg: ModelConfig) -> tuple[DiffusionPipeline, Sampler]:
-    """The pipeline of `cfg.path` and a sampler over its UNet (checks path, resolution and dtype first)."""
-    diffusers.utils.logging.disable_progress_bar()  # our own bars cover the work; loading is quick
-    transformers.utils.logging.disable_progress_bar()
+@contextmanager
+def quiet_loading():
+    """diffusers' and transformers' "Loading weights" bars off inside (loading is quick, our bars cover the
+    work), restored on exit: the process's other users keep theirs."""
+    libs = (diffusers.utils.logging, transformers.utils.logging)
+    was = [lib.is_progress_bar_enabled() for lib in libs]
+    for lib in libs:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in zip(libs, was, strict=True):
+            if on:
+                lib.enable_progress_bar()
+
+
+def load_sampler(cfg: ModelConfig, step_scope: Callable[[int], AbstractContextManager] = nullcontext
+                 ) -> tuple[DiffusionPipeline, Sampler]:
+    """The pipeline of `cfg.path` and a sampler over its UNet (checks path, resolution and dtype first).
+
+    step_scope: `pcr.quant.timestep` when the UNet will be quantized."""
     info = inspect_model_dir(cfg.path)
     height, width = cfg.height or info.sample_size, cfg.width or info.sample_size
     check_resolution(info, height, width)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
-    pipe = load_pipeline(cfg.path, scheduler=cfg.scheduler, dtype=dtype, device=cfg.device)
+    with quiet_loading():
+        pipe = load_pipeline(cfg.path, scheduler=cfg.scheduler, dtype=dtype, device=cfg.device)
     pipe.unet.eval()
     scheduler = copy.deepcopy(pipe.scheduler)
     scheduler.set_timesteps(cfg.steps, device=resolve_device(cfg.device))
     f = info.vae_scale_factor
-    return pipe, Sampler(pipe.unet, scheduler, cfg.guidance_scale, (info.latent_channels, height // f, width // f))
+    return pipe, Sampler(pipe.unet, scheduler, cfg.guidance_scale, (info.latent_channels, height // f, width // f), step_scope)
 
 
 def conditioning(pipe: DiffusionPipeline, prompts: list[str], cfg: ModelConfig, sampler: Sampler) -> dict[str, Tensor]:

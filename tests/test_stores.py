@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 import zarr
 
-from pcr.stores import StoreError, add_array, create_store, describe, finish_store, open_store, partial_path
+from pcr.stores import (
+    FORMAT_VERSION,
+    StoreError,
+    add_array,
+    create_store,
+    describe,
+    finish_store,
+    open_store,
+    partial_path,
+)
 
 
 def test_store_is_written_aside_and_only_complete_stores_open(tmp_path):
@@ -25,7 +34,7 @@ def test_store_is_written_aside_and_only_complete_stores_open(tmp_path):
 
 def test_incomplete_store_is_refused(tmp_path):
     g = zarr.open_group(str(tmp_path / "x.zarr"), mode="w")
-    g.attrs.update(kind="demo", format_version=1, complete=False)
+    g.attrs.update(kind="demo", format_version=FORMAT_VERSION, complete=False)
     with pytest.raises(StoreError, match="is incomplete"):
         open_store(tmp_path / "x.zarr", "demo")
 

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pcr.errors import StoreError
+
 FORMAT_VERSION = 1
 
 
@@ -40,7 +42,7 @@ class QuantMap:
         d = json.loads(text)
         version = d.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
+            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
         d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
         return cls(**d)
 

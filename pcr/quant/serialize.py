@@ -8,13 +8,13 @@ come from the float UNet, so loading = float UNet + these two files, with no for
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pcr.files import atomic_path
 from pcr.quant.affine import dequantize, quantize
 from pcr.quant.quantize import QuantMap, apply_quant_map, qmodules
 
@@ -33,15 +33,11 @@ def quant_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_quantized(model: nn.Module, qmap: QuantMap, params_path: str | Path, map_path: str | Path) -> None:
-    _atomic(Path(params_path), lambda p: save_file(quant_state(model), str(p), metadata={"format": "pcr", "format_version": str(qmap.format_version)}))
-    _atomic(Path(map_path), lambda p: qmap.save(p))
+    with atomic_path(params_path) as tmp:
+        save_file(quant_state(model), str(tmp), metadata={"format": "pcr", "format_version": str(qmap.format_version)})
+    with atomic_path(map_path) as tmp:
+        qmap.save(tmp)
 
 
 @torch.no_grad()

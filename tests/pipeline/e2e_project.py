@@ -12,8 +12,7 @@ from pathlib import Path
 
 import yaml
 from depgraph import ROOT
-
-from pcr.models.tiny import build_tiny_clip
+from tiny_models import build_tiny_clip
 
 STAGES = ["collect", "reference", "calibrate", "relax", "generate", "score"]
 PROMPTS = ["a red circle", "a blue square", "a green circle", "a gray square", "a small red square"]

@@ -62,8 +62,9 @@ def _plain(x):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Params (collect: 3 batches; eval: 4 batches per set) and the 1-process stores, computed in this process."""
+    from tiny_models import build_tiny_sd
+
     from pcr.config import Params
-    from pcr.models.tiny import build_tiny_sd
 
     tmp = tmp_path_factory.mktemp("dist")
     model = build_tiny_sd(tmp / "sd")

@@ -10,8 +10,7 @@ import sys
 import pytest
 import yaml
 from e2e_project import STAGES, dvc, from_run_cache, make_project, ran
-
-from pcr.models.tiny import build_tiny_sd
+from tiny_models import build_tiny_sd
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,7 @@ import yaml
 import zarr
 from depgraph import ROOT
 from e2e_project import STAGES, dvc, make_project, ran
-
-from pcr.models.tiny import build_tiny_sd, build_tiny_sdxl
+from tiny_models import build_tiny_sd, build_tiny_sdxl
 
 
 @pytest.mark.slow

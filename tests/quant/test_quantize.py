@@ -5,6 +5,8 @@ import torch
 from quant_testlib import tiny_unet, unet_inputs
 
 from pcr.config import ConfigError, QuantConfig
+from pcr.errors import StoreError
+from pcr.models.layers import candidate_layers
 from pcr.quant import (
     QConv2d,
     QLinear,
@@ -15,7 +17,6 @@ from pcr.quant import (
     save_quantized,
     timestep,
 )
-from pcr.quant.quantize import candidate_layers
 
 
 def test_quantize_swaps_matching_layers_and_keeps_float(unet, qcfg):
@@ -85,10 +86,10 @@ def test_load_rejects_other_format_version_and_missing_layers(tmp_path, unet, qc
     qmap = quantize_model(unet, qcfg, num_steps=1)
     save_quantized(unet, qmap, tmp_path / "q.safetensors", tmp_path / "q.json")
     (tmp_path / "v2.json").write_text(dataclasses.replace(qmap, format_version=2).to_json())
-    with pytest.raises(ValueError, match="format_version=2 is not supported"):
+    with pytest.raises(StoreError, match="format_version=2 is not supported"):
         load_quantized(tiny_unet(), tmp_path / "q.safetensors", tmp_path / "v2.json")
     bad = dataclasses.replace(qmap, layers={"nope.layer": next(iter(qmap.layers.values()))})
     (tmp_path / "bad.json").write_text(bad.to_json())
-    with pytest.raises(ValueError, match="names layer 'nope.layer'"):
+    with pytest.raises(StoreError, match="names layer 'nope.layer'"):
         load_quantized(tiny_unet(), tmp_path / "q.safetensors", tmp_path / "bad.json")
     assert QuantMap.load(tmp_path / "q.json") == qmap
