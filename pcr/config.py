@@ -272,7 +272,7 @@ def read_prompts(path: str | Path, limit: int | None = None, key: str = "prompts
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{key}={str(p)!r}: the prompts file is not UTF-8 text (byte {e.start}: "
+        raise ConfigError(f"{key}={str(p)!r}: the prompts file is not UTF-8 text (byte offset {e.start}: "
                           f"{e.object[e.start:e.start + 1]!r}); save it as UTF-8, one prompt per line") from None
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,9 +90,13 @@ def open_partial(path: str | Path) -> zarr.Group:
 
 
 def finish_store(group: zarr.Group, path: str | Path) -> None:
-    """Mark complete and move `<path>.partial` to `path` (replacing what was there)."""
+    """Mark complete, consolidate the metadata (a reader, xarray included, opens the store with one read), and
+    move `<path>.partial` to `path` (replacing what was there)."""
     group.attrs["complete"] = True
     tmp, final = partial_path(path), Path(path)
+    with warnings.catch_warnings():  # zarr notes that consolidated metadata is not (yet) in the v3 spec
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(str(tmp))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from pcr.calibrate import run as run_mod
 from pcr.calibrate.run import calibrate
 from pcr.collect import collect
+from pcr.errors import ConfigError
 from pcr.quant.affine import dequantize
 from pcr.stores import StoreError, open_store, partial_path
 
@@ -119,3 +120,13 @@ def test_every_mode_calibrates_on_every_collected_prompt(setup, mode):
         if mode == "shared":  # one set over all steps: the union range
             want = want.min(0, keepdims=True) if stat == "min" else want.max(0, keepdims=True)
         np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape))
+
+
+def test_store_layer_pattern_matching_no_quantized_layer_is_refused_by_name(setup, small_params, tiny_sd_dir):
+    _, tmp = setup
+    # conv_in is a Conv2d of the UNet, but kept in float (quant.keep_float): no quantized layer has that name
+    params = small_params(tiny_sd_dir, model={"scheduler": "pndm", "steps": 5},
+                          calibrate={"store": {"layers": ["*.attn1.to_q", "conv_in"], "samples": 1}})
+    with pytest.raises(ConfigError, match=r"calibrate.store.layers pattern 'conv_in' matches no quantized layer"):
+        calibrate(params, *_outs(tmp, "c"), progress=False)
+    assert not (tmp / "c.zarr").exists() and not partial_path(tmp / "c.zarr").exists()
