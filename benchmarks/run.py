@@ -272,7 +272,7 @@ def case_store(b: Bench) -> dict:
     import numpy as np
     import zarr
 
-    from pcr.calibrate.run import ACT_DIMS, calibrate
+    from pcr.calibrate.run import calibrate
     from pcr.stores import add_array, open_store
 
     d = b.params_dict(b.steps, b.prompts)
@@ -294,6 +294,7 @@ def case_store(b: Bench) -> dict:
     per_array = {name: {"shape": list(a.shape), "dtype": str(a.dtype), "bytes_per_element": a.nbytes_stored() / a.size}
                  for name, a in arrays.items()}
     data = {name: a[:] for name, a in arrays.items()}
+    dims = {name: a.metadata.dimension_names for name, a in arrays.items()}
     raw = sum(v.nbytes for v in data.values())
 
     def write(per_step: bool) -> Callable[[], None]:
@@ -303,7 +304,7 @@ def case_store(b: Bench) -> dict:
                 shutil.rmtree(path)
             g = zarr.open_group(str(path), mode="w")
             for name, v in data.items():  # calibrate's layout: one chunk per step, one shard per array
-                a = add_array(g, name.replace("/", "_"), v.shape, v.dtype, ACT_DIMS[v.ndim], (1, *v.shape[1:]), v.shape)
+                a = add_array(g, name.replace("/", "_"), v.shape, v.dtype, dims[name], (1, *v.shape[1:]), v.shape)
                 if per_step:
                     for k in range(v.shape[0]):
                         a[k] = v[k]
