@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_flatten
 
 GiB = 2**30
 MiB = 2**20
-HIST_BINS = 1024  # pcr.quant.observers.stats.HIST_BINS (collect always records histograms)
+HIST_BINS = 1024  # pcr.stats.running.HIST_BINS (collect always records histograms)
 CONTEXT_GIB = 1.5  # CUDA context + allocator slack, assumed
 HEADROOM = 0.9  # use at most 90% of the card
 GPUS_GIB = (24, 40, 80)

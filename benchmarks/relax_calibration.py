@@ -23,10 +23,11 @@ import torch
 from pcr.calibrate.run import prepare
 from pcr.calibrate.sweep import sweep
 from pcr.collect import collect
-from pcr.config import load_params
-from pcr.generate import prompt_sets
+from pcr.config import eval_prompt_sets, load_params
+from pcr.distributed import batches
 from pcr.metrics.qdiffbench import qdiffbench
 from pcr.models.conditioning import select
+from pcr.quant.quantize import set_activation_step
 from pcr.relax import make_schedule
 from pcr.sampling import conditioning, decode, load_sampler, sample
 from pcr.stores import open_store
@@ -35,8 +36,7 @@ from pcr.stores import open_store
 def images(pipe, sampler, params, prompts):
     cond = conditioning(pipe, prompts, params.model, sampler)
     e, out = params.eval, []
-    for s in range(0, len(prompts), e.batch_size):
-        b = slice(s, min(s + e.batch_size, len(prompts)))
+    for b in batches(len(prompts), e.batch_size):
         out.append(decode(pipe, sample(sampler, select(cond, b), [e.seed + i for i in range(b.start, b.stop)])))
     return np.concatenate(out)
 
@@ -51,7 +51,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     params = load_params(args.params)
     params = dataclasses.replace(params, relax=dataclasses.replace(params.relax, fraction=args.fraction, where=args.where))
-    prompts = prompt_sets(params)["standard"]
+    prompts = eval_prompt_sets(params)["standard"]
     with tempfile.TemporaryDirectory() as tmp:
         traj_path = Path(tmp) / "traj.zarr"
         collect(params, traj_path, progress=False)
@@ -68,9 +68,7 @@ def main() -> None:
         t0 = time.perf_counter()
         sweep(cal, "progressive", x_T, on_step=lambda r: stats.__setitem__(r.k, r.stats), progress=False)
         for k in schedule.relaxed_steps:
-            for name, q in cal.qlayers.items():
-                lo, hi = cal.observer.activation_range(stats[k][name], schedule.bits[k], q.input_quant.symmetric)
-                q.input_quant.set_step(k, lo, hi, schedule.bits[k])
+            set_activation_step(cal.qlayers, cal.observer, stats[k], k, schedule.bits[k])
         t_pcr = time.perf_counter() - t0
         ours = images(pipe, cal.sampler, params, prompts)
 

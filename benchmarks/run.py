@@ -161,18 +161,17 @@ class Bench:
         return self._collected[key]
 
     def prepared(self, steps: int, prompts: int, subset: int | None = None):
-        """(params, traj store, pipe, calibration) with weights quantized; calibration over `subset` prompts."""
+        """(params, traj store, pipe, calibration) with weights quantized; calibration over `subset` prompts
+        (collected on their own: every calibration mode uses every collected prompt)."""
         from pcr.calibrate.run import prepare
         from pcr.stores import open_store
 
         key = (steps, prompts, subset)
         if key not in self._prepared:
-            d = self.params_dict(steps, prompts)
-            d["calibrate"]["num_prompts"] = subset or prompts
             from pcr.config import Params
 
-            p = Params.from_dict(d)
-            path = self.collect(steps, prompts)
+            p = Params.from_dict(self.params_dict(steps, subset or prompts))
+            path = self.collect(steps, subset or prompts)
             traj = open_store(path, "trajectories")
             pipe, qmap, cal = prepare(p, traj, path)
             self._prepared[key] = (p, traj, pipe, cal)
@@ -189,10 +188,10 @@ def fp32_pass(sampler, cond: dict, x, batch: int):
     """One FP32 pass: T UNet steps over all prompts, batched as collect does, with no store writes."""
     import torch
 
+    from pcr.distributed import batches as split
     from pcr.models.conditioning import select
 
-    n = x.shape[0]
-    batches = [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
+    batches = split(x.shape[0], batch)
     schedulers = [sampler.new_scheduler() for _ in batches]
     for k in range(sampler.num_steps):
         xs = []
@@ -273,7 +272,7 @@ def case_store(b: Bench) -> dict:
     import numpy as np
     import zarr
 
-    from pcr.calibrate.run import ACT_DIMS, calibrate
+    from pcr.calibrate.run import calibrate
     from pcr.stores import add_array, open_store
 
     d = b.params_dict(b.steps, b.prompts)
@@ -295,6 +294,7 @@ def case_store(b: Bench) -> dict:
     per_array = {name: {"shape": list(a.shape), "dtype": str(a.dtype), "bytes_per_element": a.nbytes_stored() / a.size}
                  for name, a in arrays.items()}
     data = {name: a[:] for name, a in arrays.items()}
+    dims = {name: a.metadata.dimension_names for name, a in arrays.items()}
     raw = sum(v.nbytes for v in data.values())
 
     def write(per_step: bool) -> Callable[[], None]:
@@ -304,7 +304,7 @@ def case_store(b: Bench) -> dict:
                 shutil.rmtree(path)
             g = zarr.open_group(str(path), mode="w")
             for name, v in data.items():  # calibrate's layout: one chunk per step, one shard per array
-                a = add_array(g, name.replace("/", "_"), v.shape, v.dtype, ACT_DIMS[v.ndim], (1, *v.shape[1:]), v.shape)
+                a = add_array(g, name.replace("/", "_"), v.shape, v.dtype, dims[name], (1, *v.shape[1:]), v.shape)
                 if per_step:
                     for k in range(v.shape[0]):
                         a[k] = v[k]
@@ -415,7 +415,8 @@ def _project_copy(b: Bench, root: Path) -> dict:
             shutil.copytree(ROOT / "data/demo" / name, root / "data/demo" / name)
         p["score"]["kid_subset_size"] = min(p["score"]["kid_subset_size"], b.cache_eval)
     else:
-        from pcr.models.tiny import build_tiny_clip
+        sys.path.insert(0, str(ROOT / "tests"))  # the tiny test models are fixtures of the test suite
+        from tiny_models import build_tiny_clip
 
         build_tiny_clip(root / "data/clip")
         (root / "data/demo/judge").mkdir(parents=True, exist_ok=True)  # score's static dep; unused with judge: null
@@ -444,7 +445,7 @@ def case_cache(b: Bench) -> dict:
     alone.mkdir(exist_ok=True)
     o = "outputs"
     gen = [sys.executable, "stages/generate.py", "params.yaml", f"{o}/qparams.safetensors", f"{o}/qconfig.json", f"{o}/calib.zarr",
-           f"{o}/schedule.json", f"{o}/reference.zarr", str(alone / "generated.zarr"), str(alone / "grid.png")]
+           f"{o}/schedule.json", f"{o}/reference.zarr", str(alone / "generated.zarr")]
     score = [sys.executable, "stages/score.py", "params.yaml", f"{o}/reference.zarr", str(alone / "generated.zarr"),
              f"{o}/trajectories.zarr", f"{o}/calib.zarr", str(alone / "metrics.json"), str(alone / "plots")]
     T = b.cache_steps

@@ -27,6 +27,14 @@ def _params(path: Path):
 
 
 @app.command()
+def env(params: Path = ParamsOpt, out: Path = OUT / "env") -> None:
+    """Validate params; write the numeric libraries' versions and the prompt snapshots the stages read."""
+    from pcr.env import env as run
+
+    stage.run(lambda: run(params, out))
+
+
+@app.command()
 def collect(params: Path = ParamsOpt, out: Path = OUT / "trajectories.zarr") -> None:
     """FP32 trajectories and per-step layer statistics of the calibration prompts."""
     from pcr.collect import collect as run
@@ -37,7 +45,7 @@ def collect(params: Path = ParamsOpt, out: Path = OUT / "trajectories.zarr") -> 
 @app.command()
 def reference(params: Path = ParamsOpt, out: Path = OUT / "reference.zarr") -> None:
     """FP32 images of the evaluation prompts, with the evaluation seeds."""
-    from pcr.generate import reference as run
+    from pcr.images import reference as run
 
     stage.run(lambda: run(_params(params), out))
 
@@ -70,11 +78,20 @@ def export(params: Path = ParamsOpt, qparams: Path = OUT / "qparams.safetensors"
 
 @app.command()
 def generate(params: Path = ParamsOpt, quantized: Path = OUT / "quantized", reference: Path = OUT / "reference.zarr",
-             out: Path = OUT / "generated.zarr", grid: Path = OUT / "grid.png") -> None:
+             out: Path = OUT / "generated.zarr") -> None:
     """Images of the evaluation prompts from the exported quantized model."""
     from pcr.generate import generate as run
 
-    stage.run(lambda: run(_params(params), quantized, reference, out, grid))
+    stage.run(lambda: run(_params(params), quantized, reference, out))
+
+
+@app.command()
+def grid(params: Path = ParamsOpt, reference: Path = OUT / "reference.zarr", generated: Path = OUT / "generated.zarr",
+         out: Path = OUT / "grid.png") -> None:
+    """grid.png: the first generate.grid_images FP32 images above their quantized twins."""
+    from pcr.grid import grid as run
+
+    stage.run(lambda: run(_params(params).generate.grid_images, reference, generated, out))
 
 
 @app.command()

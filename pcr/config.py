@@ -17,7 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from pcr.errors import ConfigError
-from pcr.quant.bits import MAX_BITS, MIN_BITS
+
+MIN_BITS, MAX_BITS = 2, 16  # the bitwidths params allow (pcr.quant.bits reads them from here)
 
 # The registries' names, known here without importing torch or diffusers (the relax stage then starts in
 # a fraction of a second); tests/test_config.py checks them against pcr.quant.observers and pcr.models.schedulers.
@@ -112,13 +113,11 @@ class StoreConfig:
 @dataclass(frozen=True)
 class CalibrateConfig:
     mode: str = "progressive"  # progressive | fp32 | shared
-    num_prompts: int | None = None  # None: every collected prompt
     batch_size: int = 16
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def __post_init__(self):
         _choice("calibrate.mode", self.mode, {"progressive", "fp32", "shared"})
-        _positive("calibrate.num_prompts", self.num_prompts, allow_none=True)
         _positive("calibrate.batch_size", self.batch_size)
 
 
@@ -180,6 +179,13 @@ SECTIONS: dict[str, type] = {
 }
 
 
+# Keys that were removed, with what to use instead (a plain "unknown key" would not say).
+REMOVED = {
+    "calibrate.num_prompts": "every mode calibrates on every collected prompt, so that fp32, shared and progressive "
+                             "see the same ones: set collect.num_prompts instead",
+}
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
 
@@ -221,6 +227,9 @@ def from_dict(cls: type, data: Any, section: str):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
+    for key in (f"{section}.{k}" for k in unknown):
+        if key in REMOVED:
+            raise ConfigError(f"{key} is no longer a key: {REMOVED[key]}")
     if unknown:
         raise ConfigError(f"{section}.{unknown[0]} is not a known key: allowed keys of {section} are {names}")
     return cls(**{k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in data.items()})
@@ -256,11 +265,31 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def read_prompts(path: str | Path, limit: int | None = None, key: str = "prompts") -> list[str]:
-    """Non-empty, stripped lines of a prompts file; the first `limit` of them."""
+    """Non-empty, stripped lines of a UTF-8 prompts file; the first `limit` of them."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{key}={str(p)!r}: the prompts file does not exist")
-    lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{key}={str(p)!r}: the prompts file is not UTF-8 text (byte offset {e.start}: "
+                          f"{e.object[e.start:e.start + 1]!r}); save it as UTF-8, one prompt per line") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise ConfigError(f"{key}={str(p)!r}: the prompts file is empty")
     return lines[:limit] if limit else lines
+
+
+def calibration_prompts(params: Params) -> list[str]:
+    """The first collect.num_prompts prompts of collect.prompts."""
+    return read_prompts(params.collect.prompts, params.collect.num_prompts, key="collect.prompts")
+
+
+def eval_prompt_sets(params: Params) -> dict[str, list[str]]:
+    """Evaluation prompt sets: `standard` (eval.prompts) and, unless eval.paraphrase_prompts is null, `paraphrase`;
+    the first eval.num_prompts of each."""
+    e = params.eval
+    sets = {"standard": read_prompts(e.prompts, e.num_prompts, key="eval.prompts")}
+    if e.paraphrase_prompts is not None:
+        sets["paraphrase"] = read_prompts(e.paraphrase_prompts, e.num_prompts, key="eval.paraphrase_prompts")
+    return sets

@@ -19,15 +19,17 @@ histograms are summed (integer counts in float64: the sum is exact, hence order-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import zarr
 from accelerate import PartialState
 
-from pcr.quant.observers import RunningStats
-from pcr.quant.observers.stats import EMA_MOMENTUM, HIST_BINS, rebin
+from pcr.stats.running import RunningStats, ema_update, merge_histograms
+from pcr.stores import finish_store, open_partial
 
 
 def process_state(device: str = "auto") -> PartialState:
@@ -52,6 +54,23 @@ def share(items: Sequence, state: PartialState) -> list:
     """This process's contiguous share of `items` (whole items, balanced to within one)."""
     p, r, m = state.num_processes, state.process_index, len(items)
     return list(items[r * m // p:(r + 1) * m // p])
+
+
+def shared_store(state: PartialState, path: str | Path, make: Callable[[], zarr.Group]) -> zarr.Group:
+    """The store protocol's opening: the main process makes `<path>.partial` (`make` creates or resumes it,
+    with its arrays), everyone waits, the others open it for writing their batches."""
+    store = make() if state.is_main_process else None
+    state.wait_for_everyone()
+    return store if state.is_main_process else open_partial(path)
+
+
+def finish_shared_store(state: PartialState, path: str | Path, store: zarr.Group, check: Callable[[], None] = lambda: None) -> None:
+    """The store protocol's close: everyone waits, the main process checks (`check` raises on holes) and renames."""
+    state.wait_for_everyone()
+    if state.is_main_process:
+        check()
+        finish_store(store, path)
+    state.wait_for_everyone()
 
 
 def _all_reduce(t: torch.Tensor, op, state: PartialState) -> torch.Tensor:
@@ -83,14 +102,10 @@ def reduce_step_stats(per_batch: dict[int, dict[str, RunningStats]], num_batches
     lo, hi = mins.amin(0), maxs.amax(0)
     ema_lo, ema_hi = mins[0].clone(), maxs[0].clone()
     for b in range(1, num_batches):
-        ema_lo = EMA_MOMENTUM * ema_lo + (1 - EMA_MOMENTUM) * mins[b]
-        ema_hi = EMA_MOMENTUM * ema_hi + (1 - EMA_MOMENTUM) * maxs[b]
+        ema_lo, ema_hi = ema_update(ema_lo, mins[b]), ema_update(ema_hi, maxs[b])
     out = {"min": lo.numpy(), "max": hi.numpy(), "ema_min": ema_lo.numpy(), "ema_max": ema_hi.numpy()}
     if histogram:
-        hist = torch.zeros(L, HIST_BINS, dtype=torch.float64)
-        for stats in per_batch.values():
-            for i, n in enumerate(names):
-                s = stats[n]
-                hist[i] += rebin(s.hist, s.min, s.max, lo[i], hi[i])
+        hist = torch.stack([merge_histograms([stats[n] for stats in per_batch.values()], lo[i], hi[i])
+                            for i, n in enumerate(names)])  # [L, HIST_BINS]
         out["hist"] = _all_reduce(hist, dist.ReduceOp.SUM, state).float().numpy()
     return out

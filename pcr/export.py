@@ -17,17 +17,17 @@ import torch
 import zarr
 from diffusers import UNet2DConditionModel
 
-from pcr.calibrate.observe import unstack_stats
 from pcr.config import Params
 from pcr.errors import StoreError
 from pcr.models.load import inspect_model_dir
 from pcr.models.schedulers import make_scheduler
 from pcr.quant.observers import get_observer
-from pcr.quant.quantize import qmodules
+from pcr.quant.quantize import qmodules, set_activation_step
 from pcr.quant.serialize import load_quant_state, save_quantized
 from pcr.quant.step import step_counter
 from pcr.relax import Schedule
-from pcr.stores import open_store
+from pcr.stats.record import unstack_stats
+from pcr.stores import open_store, read_stats
 
 
 @torch.no_grad()
@@ -38,14 +38,10 @@ def apply_schedule(unet: torch.nn.Module, schedule: Schedule, calib: zarr.Group,
     if len(schedule.bits) != calib.attrs["num_steps"]:
         raise StoreError(f"schedule has {len(schedule.bits)} steps, the calibration {calib.attrs['num_steps']}: rerun relax")
     observer = get_observer(act_observer)
-    stat_names = list(calib["stats"].array_keys())
     for k, bits in enumerate(schedule.bits):
         if all(int(m.input_quant.bits[k]) == bits for m in q.values()):
             continue
-        stats = unstack_stats({s: calib[f"stats/{s}"][k] for s in stat_names}, names)
-        for name, m in q.items():
-            lo, hi = observer.activation_range(stats[name], bits, m.input_quant.symmetric)
-            m.input_quant.set_step(k, lo, hi, bits)
+        set_activation_step(q, observer, unstack_stats(read_stats(calib, k), names), k, bits)
 
 
 def calibrated_scheduler(params: Params, num_steps: int):

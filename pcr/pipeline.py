@@ -18,8 +18,8 @@ from diffusers import DiffusionPipeline, SchedulerMixin
 
 from pcr.errors import StoreError
 from pcr.models.load import DTYPE_KWARG, PIPELINE_CLASSES, inspect_model_dir
-from pcr.quant.serialize import QUANT_CONFIG, SCHEDULER_CONFIG, SCHEDULER_DIR, load_quantized
 from pcr.quant.qmap import QuantMap
+from pcr.quant.serialize import QUANT_CONFIG, SCHEDULER_CONFIG, SCHEDULER_DIR, load_quantized
 
 
 def load_scheduler(quantized_path: str | Path) -> SchedulerMixin:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pcr.config import RelaxConfig
+from pcr.errors import StoreError
+from pcr.files import atomic_path
 from pcr.quant.qmap import QuantMap
 
 SCHEDULE_VERSION = 1
@@ -41,7 +43,7 @@ class Schedule:
     def load(cls, path: str | Path) -> Schedule:
         d = json.loads(Path(path).read_text())
         if d.get("format_version") != SCHEDULE_VERSION:
-            raise ValueError(f"{path}: schedule format_version={d.get('format_version')!r}, this pcr reads {SCHEDULE_VERSION}")
+            raise StoreError(f"{path}: schedule format_version={d.get('format_version')!r}, this pcr reads {SCHEDULE_VERSION}")
         return cls(tuple(d["bits"]), d["base_bits"], tuple(d["relaxed_steps"]), d["fraction"], d["where"])
 
 
@@ -57,9 +59,8 @@ def relax(cfg: RelaxConfig, qconfig: str | Path, out: str | Path) -> Schedule:
     qmap = QuantMap.load(qconfig)
     base = {spec.act_bits for spec in qmap.layers.values()}
     if len(base) != 1:
-        raise ValueError(f"{qconfig}: layers have different activation bits {sorted(base)}; relax needs one base bitwidth")
+        raise StoreError(f"{qconfig}: layers have different activation bits {sorted(base)}; relax needs one base bitwidth")
     schedule = make_schedule(cfg, qmap.num_steps, base.pop())
-    tmp = Path(str(out) + ".tmp")
-    tmp.write_text(schedule.to_json())
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(schedule.to_json())
     return schedule

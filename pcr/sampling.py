@@ -6,14 +6,15 @@
     x_{k+1} = scheduler.step(eps_k, t_k, x_k)    k = 0 .. T-1 (k = 0 is x_T, the first step)
 
 A quantized UNet counts its own calls (pcr.quant.step); here each call is pinned to step k, since
-calibration runs one step over several batches. Schedulers
+calibration runs one step over several batches (this module reads no quantization code: the FP32
+stages import it, so the counter is found by its attribute name). Schedulers
 with state (PNDM, DPM++ multistep, Euler) get one copy per batch, all stepped in lockstep.
 """
 
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import diffusers
@@ -62,7 +63,7 @@ class Sampler:
         dev, dtype = p.device, p.dtype
         model_in = scheduler.scale_model_input(torch.cat([x, x]).to(dev), t).to(dtype)  # [2N, C, h, w]
         kwargs = unet_kwargs({name: v.to(dev, dtype) for name, v in cond.items()})
-        counter = getattr(self.unet, STEP_COUNTER, None)  # a quantized UNet's (duck-typed: FP32 stages import no quant code)
+        counter = getattr(self.unet, STEP_COUNTER, None)  # a quantized UNet's
         with counter.pin(k) if counter is not None else nullcontext():
             out = self.unet(model_in, t, **kwargs).sample
         return guide(out.float(), self.guidance_scale)
@@ -72,19 +73,34 @@ class Sampler:
         return scheduler.step(eps, self.timesteps[k], x.to(eps.device)).prev_sample.float()
 
 
+@contextmanager
+def quiet_loading():
+    """diffusers' and transformers' "Loading weights" bars off inside (loading is quick, our bars cover the
+    work), restored on exit: the process's other users keep theirs."""
+    libs = (diffusers.utils.logging, transformers.utils.logging)
+    was = [lib.is_progress_bar_enabled() for lib in libs]
+    for lib in libs:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, on in zip(libs, was, strict=True):
+            if on:
+                lib.enable_progress_bar()
+
+
 def load_sampler(cfg: ModelConfig, unet: nn.Module | None = None, scheduler=None) -> tuple[DiffusionPipeline, Sampler]:
     """The pipeline of `cfg.path` and a sampler over its UNet (checks path, resolution and dtype first).
 
     `unet` / `scheduler` replace the pipeline's own (a quantized UNet and its calibrated scheduler).
     """
-    diffusers.utils.logging.disable_progress_bar()  # our own bars cover the work; loading is quick
-    transformers.utils.logging.disable_progress_bar()
     info = inspect_model_dir(cfg.path)
     height, width = cfg.height or info.sample_size, cfg.width or info.sample_size
     check_resolution(info, height, width)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     components = {"unet": unet} if unet is not None else {}
-    pipe = load_pipeline(cfg.path, scheduler=cfg.scheduler, dtype=dtype, device=cfg.device, **components)
+    with quiet_loading():
+        pipe = load_pipeline(cfg.path, scheduler=cfg.scheduler, dtype=dtype, device=cfg.device, **components)
     if scheduler is not None:
         pipe.scheduler = scheduler
     pipe.unet.eval()

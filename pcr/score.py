@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from pcr.config import ConfigError, Params
+from pcr.files import atomic_path
 from pcr.metrics.qdiffbench import qdiffbench
 from pcr.stores import StoreError, open_store
 
@@ -89,7 +90,6 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
     rows = step_error(traj_path, calib_path)
     (plots / "step_error.csv").write_text("step,relative_error\n" + "".join(f"{r['step']},{r['relative_error']:.6g}\n" for r in rows))
     metrics["final_step_error"] = rows[-1]["relative_error"]
-    tmp = Path(str(metrics_out) + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    tmp.replace(metrics_out)
+    with atomic_path(metrics_out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from pcr.errors import ConfigError, ModelError, StoreError
+from pcr.errors import PcrError
 
-USER_ERRORS = (ConfigError, ModelError, StoreError, ValueError, FileNotFoundError)
+USER_ERRORS = (PcrError,)  # anything else is a bug: it keeps its traceback
 EXIT_USER_ERROR = 2
 
 
@@ -25,3 +27,8 @@ def run(fn: Callable, *args, **kwargs) -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def read_json(path: str | Path):
+    """A JSON input of a stage (e.g. a prompts snapshot written by env)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -6,8 +6,8 @@ from pcr.config import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
-    params, out = stage.paths(argv, ["params", "trajectories"], "collect")
-    stage.run(lambda: collect(load_params(params), out))
+    params, prompts, out = stage.paths(argv, ["params", "prompts", "trajectories"], "collect")
+    stage.run(lambda: collect(load_params(params), out, prompts=stage.read_json(prompts)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DVC stage generate: the exported quantized model on the evaluation prompts -> generated.zarr, grid.png."""
+"""DVC stage generate: the exported quantized model on the evaluation prompts -> generated.zarr."""
 
 from pcr import stage
 from pcr.config import load_params
@@ -6,7 +6,7 @@ from pcr.generate import generate
 
 
 def main(argv: list[str] | None = None) -> None:
-    names = ["params", "quantized", "reference", "generated", "grid"]
+    names = ["params", "quantized", "reference", "generated"]
     params, *paths = stage.paths(argv, names, "generate")
     stage.run(lambda: generate(load_params(params), *paths))
 

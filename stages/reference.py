@@ -2,12 +2,12 @@
 
 from pcr import stage
 from pcr.config import load_params
-from pcr.generate import reference
+from pcr.images import reference
 
 
 def main(argv: list[str] | None = None) -> None:
-    params, out = stage.paths(argv, ["params", "reference"], "reference")
-    stage.run(lambda: reference(load_params(params), out))
+    params, prompts, out = stage.paths(argv, ["params", "prompts", "reference"], "reference")
+    stage.run(lambda: reference(load_params(params), out, sets=stage.read_json(prompts)))
 
 
 if __name__ == "__main__":

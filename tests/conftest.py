@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pcr.models.tiny import build_tiny_sd, build_tiny_sdxl
+from tiny_models import build_tiny_sd, build_tiny_sdxl
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from pcr.config import ConfigError, Params, load_params, read_prompts
+from pcr.config import ConfigError, Params, calibration_prompts, eval_prompt_sets, load_params, read_prompts
 
 
 def test_repo_params_yaml_is_valid():
@@ -21,6 +21,7 @@ def test_repo_params_yaml_is_valid():
     ({"model": {"scheduler": "ddpm"}}, r"model.scheduler='ddpm' is not allowed: choose one of \['ddim', 'dpm\+\+', 'euler', 'pndm'\]"),
     ({"model": {"dtype": "int8"}}, r"model.dtype='int8' is not allowed"),
     ({"extra": {}}, r"params section 'extra' is unknown"),
+    ({"calibrate": {"num_prompts": 8}}, r"calibrate.num_prompts is no longer a key: .*see the same ones: set collect.num_prompts"),
 ])
 def test_bad_params_name_key_value_and_allowed(data, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -42,6 +43,22 @@ def test_prompts_file_missing_or_empty(tmp_path):
     assert read_prompts(tmp_path / "p.txt", limit=2) == ["a", "b"]
 
 
+def test_prompts_file_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("a caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"eval.prompts='.*latin1.txt': the prompts file is not UTF-8 text \(byte offset 5: b'\\xe9'\)"):
+        read_prompts(tmp_path / "latin1.txt", key="eval.prompts")
+
+
+def test_null_paraphrase_set_is_left_out(tmp_path):
+    (tmp_path / "p.txt").write_text("a\nb\nc\n")
+    d = {"eval": {"prompts": str(tmp_path / "p.txt"), "paraphrase_prompts": None, "num_prompts": 2},
+         "collect": {"prompts": str(tmp_path / "p.txt"), "num_prompts": 1}}
+    assert eval_prompt_sets(Params.from_dict(d)) == {"standard": ["a", "b"]}
+    assert calibration_prompts(Params.from_dict(d)) == ["a"]
+    d["eval"]["paraphrase_prompts"] = str(tmp_path / "p.txt")
+    assert eval_prompt_sets(Params.from_dict(d)) == {"standard": ["a", "b"], "paraphrase": ["a", "b"]}
+
+
 def test_load_params_file(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"relax": {"fraction": 0.2, "where": "xT"}}))
     assert load_params(tmp_path / "p.yaml").relax.where == "xT"
@@ -58,10 +75,10 @@ def test_config_knows_the_registries_names_without_importing_them():
     assert set(SCHEDULER_NAMES) == set(SCHEDULERS)
 
 
-def test_config_and_relax_import_no_torch():
+def test_config_relax_and_env_import_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, pcr.config, pcr.relax, pcr.stage; print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    code = "import sys, pcr.config, pcr.relax, pcr.stage, pcr.env; print('torch' in sys.modules, 'diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

@@ -33,7 +33,7 @@ def test_preset_follows_the_paper_protocol(path):
     p = load_params(path)
     assert (p.model.steps, p.model.guidance_scale) == (50, 7.5)
     assert (p.model.dtype, p.model.device) == ("float16", "auto")
-    assert p.collect.num_prompts == 200 and p.calibrate.num_prompts is None and p.calibrate.mode == "progressive"
+    assert p.collect.num_prompts == 200 and p.calibrate.mode == "progressive"
     assert (p.quant.weight_bits, p.quant.act_bits) == (8, 8)  # W4A8: -S quant.weight_bits=4
     assert (p.relax.fraction, p.relax.bits) == (0.2, 10)
     assert p.eval.num_prompts == 5000

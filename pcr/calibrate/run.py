@@ -10,26 +10,33 @@ before the last step and the qparams are written.
 from __future__ import annotations
 
 from dataclasses import asdict
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
 
-from pcr.calibrate.observe import stack_stats, unstack_stats
 from pcr.calibrate.sweep import Calibration, StepResult, replay_schedulers, sweep
-from pcr.collect import add_stats_arrays, add_trajectory_arrays, fingerprint, write_stats
 from pcr.config import ConfigError, Params
+from pcr.models.layers import match_layers
 from pcr.quant.affine import code_dtype, quantize
 from pcr.quant.observers import get_observer
 from pcr.quant.quantize import qmodules, quantize_model
 from pcr.quant.serialize import save_quant_state
 from pcr.sampling import load_sampler
-from pcr.stores import add_array, create_store, finish_store, open_store, resume_store
-
-ACT_DIMS = {5: ("step", "sample", "channel", "height", "width"), 4: ("step", "sample", "token", "channel"),
-            3: ("step", "sample", "channel")}
+from pcr.stats.record import stack_stats, unstack_stats
+from pcr.stores import (
+    add_stats_arrays,
+    add_trajectory_arrays,
+    create_store,
+    fingerprint,
+    finish_store,
+    open_store,
+    read_stats,
+    resume_store,
+    write_activation_codes,
+    write_stats,
+)
 
 
 def fp32_stats_reader(traj: zarr.Group, names: list[str], histogram: bool):
@@ -45,26 +52,13 @@ def _write_activations(store: zarr.Group, r: StepResult, qlayers, T: int) -> Non
         aq = qlayers[name].input_quant
         bits, sym = int(aq.bits[r.k]), aq.symmetric
         codes = quantize(x, aq.scale[r.k], aq.zero_point[r.k], bits, sym).numpy()  # [S, ...]
-        path = f"activations/{name}"
-        if path not in store:
-            dtype = np.dtype(str(code_dtype(bits, sym)).removeprefix("torch."))
-            add_array(store, path, (T, *codes.shape), dtype, ACT_DIMS[codes.ndim + 1], (1, *codes.shape), (T, *codes.shape),
-                      layer=name, scale=[None] * T, zero_point=[None] * T, bits=[None] * T, symmetric=sym)
-        arr = store[path]
-        arr[r.k] = codes
-        attrs = dict(arr.attrs)
-        for key, v in (("scale", float(aq.scale[r.k])), ("zero_point", int(aq.zero_point[r.k])), ("bits", bits)):
-            attrs[key][r.k] = v
-        arr.attrs.update(attrs)
+        codes = codes.astype(np.dtype(str(code_dtype(bits, sym)).removeprefix("torch.")), copy=False)
+        write_activation_codes(store, name, r.k, codes, T, float(aq.scale[r.k]), int(aq.zero_point[r.k]), bits, sym)
 
 
 def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajectories.zarr"):
     """The pipeline with its UNet quantized (weights done) and the Calibration that sweeps it."""
     cfg = params.calibrate
-    n_traj = traj["x"].shape[1]
-    n = cfg.num_prompts or n_traj
-    if n > n_traj:
-        raise ConfigError(f"calibrate.num_prompts={n} is not allowed: {trajectories} holds {n_traj} prompts (collect.num_prompts)")
     pipe, sampler = load_sampler(params.model)
     T = sampler.num_steps
     if traj.attrs["num_steps"] != T:
@@ -72,8 +66,8 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
     qmap = quantize_model(pipe.unet, params.quant, sampler.timesteps.tolist(), type(sampler.scheduler).__name__, params.model.steps)
     names = list(qmap.layers)
     observer = get_observer(params.quant.act_observer)
-    cond = {k: torch.from_numpy(traj[f"cond/{k}"][:n]) for k in traj["cond"].array_keys()}
-    store_layers = tuple(name for name in names if any(fnmatchcase(name, p) for p in cfg.store.layers))
+    cond = {k: torch.from_numpy(traj[f"cond/{k}"][:]) for k in traj["cond"].array_keys()}  # every collected prompt
+    store_layers = tuple(match_layers(names, cfg.store.layers, "calibrate.store.layers", "quantized layer"))
     cal = Calibration(sampler, qmodules(pipe.unet), cond, fp32_stats_reader(traj, names, observer.needs_histogram), observer,
                       params.quant.act_bits, cfg.batch_size, store_layers, min(cfg.store.samples, cfg.batch_size))
     return pipe, qmap, cal
@@ -91,17 +85,18 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
     if store is None:
         store = create_store(out, "calibration", fingerprint=fp, mode=cfg.mode, layers=names, num_steps=T, steps_done=0,
                              act_bits=params.quant.act_bits, act_observer=params.quant.act_observer, num_prompts=n)
-        add_trajectory_arrays(store, sampler, n, cfg.batch_size)
-        add_stats_arrays(store, T, names, cal.observer.needs_histogram)
-        store["x"][0] = traj["x"][0, :n]
+        add_trajectory_arrays(store, sampler.timesteps.cpu().numpy(), n, sampler.latent_shape, cfg.batch_size)
+        add_stats_arrays(store, T, names, traj["stats/hist"].shape[-1] if cal.observer.needs_histogram else None)
+        store["x"][0] = traj["x"][0]
     done = int(store.attrs["steps_done"])
     for k in range(done):  # resume: parameters of finished steps follow from their stored statistics
-        cal.set_params(unstack_stats({s: store[f"stats/{s}"][k] for s in store["stats"].array_keys()}, names), k)
-    schedulers = replay_schedulers(cal, lambda j: torch.from_numpy(store["x"][j]), lambda j: torch.from_numpy(store["eps"][j]), done)
+        cal.set_params(unstack_stats(read_stats(store, k), names), k)
+    schedulers = replay_schedulers(cal, lambda j: torch.from_numpy(store["x"][j]),
+                                   lambda j: torch.from_numpy(store["model_output"][j]), done)
 
     def on_step(r: StepResult) -> None:
         store["x"][r.k + 1] = r.x_next.numpy()
-        store["eps"][r.k] = r.eps.numpy()
+        store["model_output"][r.k] = r.eps.numpy()
         write_stats(store, r.k, stack_stats(r.stats, names))
         _write_activations(store, r, cal.qlayers, T)
         store.attrs["steps_done"] = r.k + 1  # last: a step counts only once all of it is written

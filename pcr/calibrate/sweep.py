@@ -21,11 +21,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pcr.calibrate.observe import StatsRecorder, merge_stats
+from pcr.distributed import batches
 from pcr.models.conditioning import select
 from pcr.quant.modules import QModuleMixin
-from pcr.quant.observers import Observer, RunningStats
+from pcr.quant.observers import Observer
+from pcr.quant.quantize import set_activation_step
 from pcr.sampling import Sampler
+from pcr.stats.record import StatsRecorder, merge_stats
+from pcr.stats.running import RunningStats
 
 MODES = ("progressive", "fp32", "shared")
 StepStats = dict[str, RunningStats]
@@ -56,17 +59,13 @@ class Calibration:
 
     @property
     def batches(self) -> list[slice]:
-        n = next(iter(self.cond.values())).shape[0]
-        return [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
+        return batches(next(iter(self.cond.values())).shape[0], self.batch_size)
 
     def bits_at(self, k: int) -> int:
         return self.bits if isinstance(self.bits, int) else self.bits[k]
 
     def set_params(self, stats: StepStats, k: int) -> None:
-        bits = self.bits_at(k)
-        for name, q in self.qlayers.items():
-            lo, hi = self.observer.activation_range(stats[name], bits, q.input_quant.symmetric)
-            q.input_quant.set_step(k, lo, hi, bits)
+        set_activation_step(self.qlayers, self.observer, stats, k, self.bits_at(k))
 
     def observe(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list) -> StepStats:
         """Input statistics of step k on x (activations quantized at step k's current parameters)."""

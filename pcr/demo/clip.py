@@ -19,7 +19,7 @@ from pcr.demo.data import Pool, random_captions, to_model_range
 from pcr.demo.judge import augment
 from pcr.demo.loop import LoopConfig, train
 from pcr.demo.render import vocabulary
-from pcr.models.tokenizer import build_clip_tokenizer
+from pcr.demo.tokenizer import build_clip_tokenizer
 
 MAX_LENGTH = 16  # longest caption is 9 words + BOS + EOS
 CLIP_MEAN = (

@@ -19,6 +19,7 @@ from torch import nn
 from pcr.demo.data import ATTRIBUTES, VALUES, Pool, labels_to_index, to_model_range
 from pcr.demo.loop import LoopConfig, train
 from pcr.demo.render import parse_caption
+from pcr.errors import StoreError
 
 WEIGHTS, CONFIG = "judge.safetensors", "judge.json"
 DEFAULT_JUDGE_DIR = Path("data/demo/judge")
@@ -101,7 +102,7 @@ def load_judge(out_dir: str | Path) -> Judge:
     out = Path(out_dir)
     meta = json.loads((out / CONFIG).read_text())
     if {k: tuple(v) for k, v in meta["values"].items()} != VALUES:
-        raise ValueError(f"judge at {out} was trained on other attribute values: {meta['values']}")
+        raise StoreError(f"judge at {out} was trained on other attribute values: {meta['values']}")
     model = Judge(JudgeConfig(**meta["config"]))
     model.load_state_dict(load_file(out / WEIGHTS))
     return model.eval()

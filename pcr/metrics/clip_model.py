@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
+from pcr.errors import ConfigError
+
 PREPROCESSOR_FILE = "preprocessor_config.json"
 # OpenAI CLIP's normalisation, used when a directory carries no preprocessor_config.json.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -67,10 +69,10 @@ class ClipEmbeddings(nn.Module):
 
 def _require_dir(path: str | Path | None, what: str) -> Path:
     if path is None:
-        raise ValueError(f"{what} needs a local CLIP directory, got None")
+        raise ConfigError(f"{what} needs a local CLIP directory, got None")
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{what}: CLIP directory {path} does not exist")
+        raise ConfigError(f"{what}: CLIP directory {path} does not exist")
     return path
 
 

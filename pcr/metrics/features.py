@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcr.errors import ConfigError
 from pcr.metrics.clip_model import ClipEmbeddings, load_clip_image_processor, load_clip_model
 
 FeatureFactory = Callable[[Path | None, str | torch.device], nn.Module]
@@ -142,11 +143,11 @@ class InceptionFeatures(nn.Module):
 @register_feature("inception")
 def inception_features(path: Path | None, device: str | torch.device = "cpu") -> nn.Module:
     if importlib.util.find_spec("torch_fidelity") is None:
-        raise ModuleNotFoundError(
+        raise ConfigError(
             f"feature 'inception' needs torch-fidelity, an optional extra: {INCEPTION_EXTRA_HINT}"
         )
     if path is None or not Path(path).is_file():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"feature 'inception' needs the FID InceptionV3 weights file on disk (nothing is downloaded), got {path}"
         )
     return InceptionFeatures(Path(path)).to(device)

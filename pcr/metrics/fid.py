@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from pcr.errors import ConfigError
 from pcr.metrics.image import to_nchw_u8
 
 DEFAULT_BATCH_SIZE = 64
@@ -98,7 +99,7 @@ def fid_kid_from_features(
         )
     n = min(len(real), len(fake))
     if n < MIN_SAMPLES:
-        raise ValueError(
+        raise ConfigError(
             f"FID/KID need at least {MIN_SAMPLES} images per set, got {len(real)} and {len(fake)}"
         )
     if kid_subset_size < 1:

@@ -18,6 +18,8 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from pcr.errors import ConfigError
+
 # name -> (scheduler class, config overrides applied on top of the model's scheduler config)
 SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
     # PLMS, the sampler of the paper for SD 1.x: diffusers' PNDM without its Runge-Kutta warm-up steps.
@@ -39,7 +41,7 @@ def scheduler_class(name: str) -> type[SchedulerMixin]:
     try:
         return SCHEDULERS[name][0]
     except KeyError:
-        raise ValueError(f"unknown scheduler {name!r}; allowed: {', '.join(scheduler_names())}") from None
+        raise ConfigError(f"unknown scheduler {name!r}; allowed: {', '.join(scheduler_names())}") from None
 
 
 def make_scheduler(name: str, config: Mapping[str, Any]) -> SchedulerMixin:

@@ -1,6 +1,6 @@
 """Bitwidth limits and code ranges: plain Python, so configuration can check bits without importing torch."""
 
-MIN_BITS, MAX_BITS = 2, 16
+from pcr.config import MAX_BITS, MIN_BITS  # noqa: F401 (re-exported: the limits params check)
 
 
 def check_bits(bits: int, what: str = "bits") -> int:

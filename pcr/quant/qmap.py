@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pcr.errors import StoreError
+
 FORMAT_VERSION = 2  # 2: weights as packed integer codes in state_dict, per-step rows read through the step counter
 
 
@@ -39,10 +41,10 @@ class QuantMap:
     def from_json(cls, text: str) -> QuantMap:
         d = json.loads(text)
         if not isinstance(d, dict):
-            raise ValueError("a quantization map is a JSON object")
+            raise StoreError("a quantization map is a JSON object")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
+            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
         d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
         return cls(**d)
 

@@ -12,32 +12,23 @@ from fnmatch import fnmatchcase
 import torch
 from torch import Tensor, nn
 
+from pcr.errors import ConfigError, StoreError
+from pcr.models.layers import candidate_layers, match_layers
 from pcr.quant.modules import QMODULES, QModuleMixin
 from pcr.quant.observers import Observer, get_observer
 from pcr.quant.qmap import FORMAT_VERSION, LayerQuant, QuantMap  # noqa: F401 (re-exported)
 from pcr.quant.step import attach_step_counter
-
-
-def candidate_layers(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules() if type(m) in QMODULES]
+from pcr.stats.running import RunningStats
 
 
 def select_layers(model: nn.Module, include: tuple[str, ...], exclude: tuple[str, ...], keep_float: tuple[str, ...]) -> list[str]:
     """Qualified names to quantize. Every include and keep_float pattern must match some layer."""
     names = candidate_layers(model)
-    for key, patterns in (("quant.include", include), ("quant.keep_float", keep_float)):
-        for p in patterns:
-            if not any(fnmatchcase(n, p) for n in names):
-                raise ValueError(
-                    f"{key} pattern {p!r} matches no Conv2d/Linear layer; layer names look like {names[:3]} ... {names[-2:]}"
-                )
-
-    def hit(n: str, patterns: tuple[str, ...]) -> bool:
-        return any(fnmatchcase(n, p) for p in patterns)
-
-    chosen = [n for n in names if hit(n, include) and not hit(n, exclude) and not hit(n, keep_float)]
+    included = match_layers(names, include, "quant.include")
+    kept = set(match_layers(names, keep_float, "quant.keep_float"))
+    chosen = [n for n in included if n not in kept and not any(fnmatchcase(n, p) for p in exclude)]
     if not chosen:
-        raise ValueError(f"quant.include={list(include)} with exclude={list(exclude)} leaves no layer to quantize")
+        raise ConfigError(f"quant.include={list(include)} with exclude={list(exclude)} leaves no layer to quantize")
     return chosen
 
 
@@ -64,10 +55,10 @@ def apply_quant_map(model: nn.Module, qmap: QuantMap, observer: Observer | None 
         try:
             float_layer = model.get_submodule(name)
         except AttributeError:
-            raise ValueError(f"quantization map names layer {name!r}, which this UNet does not have") from None
+            raise StoreError(f"quantization map names layer {name!r}, which this UNet does not have") from None
         qcls = QMODULES.get(type(float_layer))
         if qcls is None or qcls.__name__ != spec.kind:
-            raise ValueError(f"layer {name!r} is {type(float_layer).__name__}, the quantization map expects the float twin of {spec.kind}")
+            raise StoreError(f"layer {name!r} is {type(float_layer).__name__}, the quantization map expects the float twin of {spec.kind}")
         q = qcls.from_module(float_layer, num_steps=qmap.num_steps, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
                              weight_symmetric=spec.weight_symmetric, act_symmetric=spec.act_symmetric,
                              observer=observer, counter=counter)
@@ -91,6 +82,14 @@ def quantize_model(model: nn.Module, cfg, timesteps: Tensor | list[float], sched
     qmap = QuantMap(len(timesteps), cfg.weight_observer, cfg.act_observer, layers)
     apply_quant_map(model, qmap, get_observer(cfg.weight_observer), timesteps, scheduler, num_inference_steps)
     return qmap
+
+
+def set_activation_step(qlayers: dict[str, QModuleMixin], observer: Observer, stats: dict[str, RunningStats], k: int,
+                        bits: int) -> None:
+    """Step k's activation parameters of every layer at `bits`, from that step's statistics (the observer's range)."""
+    for name, q in qlayers.items():
+        lo, hi = observer.activation_range(stats[name], bits, q.input_quant.symmetric)
+        q.input_quant.set_step(k, lo, hi, bits)
 
 
 def qmodules(model: nn.Module) -> dict[str, QModuleMixin]:

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pcr.errors import StoreError
+from pcr.files import atomic_path
 from pcr.quant.quantize import QuantMap, apply_quant_map, qmodules
 from pcr.quant.step import STEP_COUNTER, step_counter
 
@@ -70,16 +71,12 @@ def _check_tensors(path: Path, state: dict[str, torch.Tensor], expected: dict[st
         raise StoreError(f"{path} holds tensor {extra[0]!r} ({len(extra)} in all) that this model does not have")
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
-
-
 def save_quant_state(model: nn.Module, qmap: QuantMap, params_path: str | Path, map_path: str | Path) -> None:
     meta = {"format": "pcr-quant-state", "format_version": str(qmap.format_version)}
-    _write_atomic(Path(params_path), lambda p: save_file(quant_state(model), str(p), metadata=meta))
-    _write_atomic(Path(map_path), lambda p: qmap.save(p))
+    with atomic_path(params_path) as tmp:
+        save_file(quant_state(model), str(tmp), metadata=meta)
+    with atomic_path(map_path) as tmp:
+        qmap.save(tmp)
 
 
 @torch.no_grad()

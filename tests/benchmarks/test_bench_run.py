@@ -8,8 +8,7 @@ import math
 import sys
 
 import pytest
-
-from pcr.models.tiny import build_tiny_sd
+from tiny_models import build_tiny_sd
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 

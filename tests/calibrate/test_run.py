@@ -1,5 +1,6 @@
 """The calibrate stage: its stores, resuming after a kill, and never passing off a partial store."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,9 +9,11 @@ import torch
 import zarr
 from safetensors.torch import load_file
 
+from pcr.quant.qmap import FORMAT_VERSION
 from pcr.calibrate import run as run_mod
 from pcr.calibrate.run import calibrate
 from pcr.collect import collect
+from pcr.errors import ConfigError
 from pcr.quant.affine import dequantize
 from pcr.stores import StoreError, open_store, partial_path
 
@@ -36,11 +39,13 @@ def test_calib_store_layout(setup):
     g = zarr.open_group(str(tmp / "c.zarr"), mode="r")  # plain zarr opens it
     T = g.attrs["num_steps"]
     assert g.attrs["complete"] is True and g.attrs["steps_done"] == T
-    assert g["x"].shape[:2] == (T + 1, 5) and g["x"].metadata.dimension_names == ("step", "sample", "channel", "height", "width")
+    assert g["x"].shape[:2] == (T + 1, 5) and g["x"].metadata.dimension_names == ("state", "sample", "channel", "height", "width")
+    assert g["model_output"].shape[:2] == (T, 5) and g["model_output"].metadata.dimension_names[0] == "step"
     assert g["stats/max"].shape == (T, len(g.attrs["layers"]))
     act = g["activations/down_blocks.0.resnets.0.conv1"]
     assert act.dtype == np.uint8 and act.shape[:2] == (T, 2)
-    assert act.metadata.dimension_names == ("step", "sample", "channel", "height", "width")
+    layer = "down_blocks.0.resnets.0.conv1"
+    assert act.metadata.dimension_names == ("step", "capture", f"{layer}.channel", f"{layer}.height", f"{layer}.width")
     # integer codes + per-step scale / zero point give back activations inside that step's range
     k = 1
     x_hat = dequantize(torch.from_numpy(act[k]), torch.tensor(act.attrs["scale"][k]),
@@ -48,7 +53,7 @@ def test_calib_store_layout(setup):
     idx = g.attrs["layers"].index("down_blocks.0.resnets.0.conv1")
     assert float(x_hat.min()) >= g["stats/min"][k, idx] - act.attrs["scale"][k]
     assert float(x_hat.max()) <= g["stats/max"][k, idx] + act.attrs["scale"][k]
-    assert json.loads((tmp / "c.json").read_text())["format_version"] == 1
+    assert json.loads((tmp / "c.json").read_text())["format_version"] == FORMAT_VERSION
 
 
 def test_killed_run_resumes_from_last_finished_step_and_matches(setup, monkeypatch):
@@ -98,9 +103,31 @@ def test_changed_params_do_not_resume_a_stale_partial_store(setup, small_params,
     assert open_store(tmp / "c.zarr", "calibration").attrs["act_bits"] == 6
 
 
-def test_too_many_calibration_prompts_is_a_clear_error(setup, small_params, tiny_sd_dir):
+@pytest.mark.parametrize("mode", ["progressive", "fp32", "shared"])
+def test_every_mode_calibrates_on_every_collected_prompt(setup, mode):
+    """A cross-attention key projection reads the text encoder's hidden states, which no UNet quantization
+    touches: its input statistics in any mode equal collect's FP32 ones only if the mode saw every prompt."""
+    params, tmp = setup
+    params = dataclasses.replace(params, calibrate=dataclasses.replace(params.calibrate, mode=mode))
+    calibrate(params, *_outs(tmp, mode), progress=False)
+    traj, calib = open_store(tmp / "traj.zarr", "trajectories"), open_store(tmp / f"{mode}.zarr", "calibration")
+    assert calib.attrs["num_prompts"] == traj["x"].shape[1] == calib["x"].shape[1]
+    names, fp32_names = calib.attrs["layers"], traj.attrs["layers"]
+    keys = [n for n in names if n.endswith("attn2.to_k")]
+    assert keys
+    for stat in ("min", "max"):
+        got = calib[f"stats/{stat}"][:, [names.index(n) for n in keys]]
+        want = traj[f"stats/{stat}"][:, [fp32_names.index(n) for n in keys]]
+        if mode == "shared":  # one set over all steps: the union range
+            want = want.min(0, keepdims=True) if stat == "min" else want.max(0, keepdims=True)
+        np.testing.assert_array_equal(got, np.broadcast_to(want, got.shape))
+
+
+def test_store_layer_pattern_matching_no_quantized_layer_is_refused_by_name(setup, small_params, tiny_sd_dir):
     _, tmp = setup
-    params = small_params(tiny_sd_dir, model={"scheduler": "pndm", "steps": 5}, calibrate={"num_prompts": 50})
-    with pytest.raises(ValueError, match=r"calibrate.num_prompts=50 is not allowed: .* holds 5 prompts"):
+    # conv_in is a Conv2d of the UNet, but kept in float (quant.keep_float): no quantized layer has that name
+    params = small_params(tiny_sd_dir, model={"scheduler": "pndm", "steps": 5},
+                          calibrate={"store": {"layers": ["*.attn1.to_q", "conv_in"], "samples": 1}})
+    with pytest.raises(ConfigError, match=r"calibrate.store.layers pattern 'conv_in' matches no quantized layer"):
         calibrate(params, *_outs(tmp, "c"), progress=False)
     assert not (tmp / "c.zarr").exists() and not partial_path(tmp / "c.zarr").exists()

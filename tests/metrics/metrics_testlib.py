@@ -7,11 +7,10 @@ folders have their own conftest.py.)
 from __future__ import annotations
 
 import numpy as np
-
-from pcr.models.tiny import CLIP_EMBED_DIM as EMBED_DIM  # noqa: F401 (re-exported for the tests)
-from pcr.models.tiny import CLIP_IMAGE_SIDE as IMAGE_SIDE
-from pcr.models.tiny import CLIP_TEXT_POSITIONS as TEXT_POSITIONS  # noqa: F401
-from pcr.models.tiny import CLIP_WORDS, build_tiny_clip
+from tiny_models import CLIP_EMBED_DIM as EMBED_DIM  # noqa: F401 (re-exported for the tests)
+from tiny_models import CLIP_IMAGE_SIDE as IMAGE_SIDE
+from tiny_models import CLIP_TEXT_POSITIONS as TEXT_POSITIONS  # noqa: F401
+from tiny_models import CLIP_WORDS, build_tiny_clip
 
 WORDS = list(CLIP_WORDS)
 

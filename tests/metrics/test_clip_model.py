@@ -2,6 +2,7 @@ import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from pcr.errors import ConfigError
 from pcr.metrics.clip_model import _as_tensor, load_clip_model, load_clip_processor
 
 
@@ -24,7 +25,7 @@ def test_adapter_returns_projected_tensors(clip_dir):
 
 
 def test_no_directory_raises(tmp_path):
-    with pytest.raises(ValueError, match="got None"):
+    with pytest.raises(ConfigError, match="got None"):
         load_clip_model(None)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_clip_processor(tmp_path / "missing")

@@ -6,6 +6,7 @@ import torch
 from metrics_testlib import EMBED_DIM, IMAGE_SIDE, make_clip_dir, random_images
 from transformers import CLIPImageProcessor, CLIPModel
 
+from pcr.errors import ConfigError
 from pcr.metrics.features import FEATURES, build_feature, register_feature
 
 
@@ -36,7 +37,7 @@ def test_registering_a_name_twice_raises():
 def test_inception_without_extra_says_how_to_install(tmp_path):
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"")
-    with pytest.raises(ModuleNotFoundError, match=r"pcr\[inception\]"):
+    with pytest.raises(ConfigError, match=r"pcr\[inception\]"):
         build_feature("inception", weights)
 
 
@@ -70,5 +71,5 @@ def test_clip_without_processor_config_uses_vision_size(tmp_path):
 
 
 def test_missing_clip_dir_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         build_feature("clip", tmp_path / "nope")

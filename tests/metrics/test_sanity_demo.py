@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not (DEMO / "pipeline/model_index.json").is_file
 def _images(params, weight_bits, prompts):
     pipe, sampler = load_sampler(params.model)
     if weight_bits:
-        quantize_model(pipe.unet, Params.from_dict({"quant": {"weight_bits": weight_bits}}).quant, sampler.num_steps)
+        quantize_model(pipe.unet, Params.from_dict({"quant": {"weight_bits": weight_bits}}).quant, sampler.timesteps.tolist())
         for q in qmodules(pipe.unet).values():
             q.input_quant.enabled = False  # weights only: the effect of weight bits alone
     cond = conditioning(pipe, prompts, params.model, sampler)

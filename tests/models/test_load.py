@@ -4,6 +4,7 @@ import shutil
 import pytest
 import torch
 from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+from tiny_models import build_tiny_sd
 
 from pcr.models.load import (
     ModelError,
@@ -14,7 +15,6 @@ from pcr.models.load import (
     resolve_device,
     resolve_dtype,
 )
-from pcr.models.tiny import build_tiny_sd
 
 
 def _copy(src, tmp_path, name="model"):

@@ -1,8 +1,8 @@
 import pytest
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
+from tiny_models import SCHEDULER_CONFIG
 
 from pcr.models.schedulers import make_scheduler, scheduler_class, scheduler_names
-from pcr.models.tiny import SCHEDULER_CONFIG
 
 EXPECTED = {
     "pndm": PNDMScheduler,

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import yaml
 from depgraph import ROOT
+from tiny_models import build_tiny_clip
 
-from pcr.models.tiny import build_tiny_clip
-
-STAGES = ["collect", "reference", "calibrate", "relax", "export", "generate", "score"]
+STAGES = ["env", "collect", "reference", "calibrate", "relax", "export", "generate", "grid", "score"]
 PROMPTS = ["a red circle", "a blue square", "a green circle", "a gray square", "a small red square"]
 Project = tuple[Path, dict]
 

@@ -18,7 +18,7 @@ import zarr
 from depgraph import ROOT
 
 from pcr.collect import collect
-from pcr.generate import reference
+from pcr.images import reference
 from pcr.score import score
 from pcr.stores import StoreError, open_store, partial_path
 
@@ -26,7 +26,7 @@ from pcr.stores import StoreError, open_store, partial_path
 # rank 1 die (os._exit, as a crash would) on its (FAIL_AFTER + 1)-th batch.
 WRAPPER = """
 import json, os, runpy, sys
-import pcr.generate as g
+import pcr.images as g
 rank, log, fail_after = int(os.environ.get("RANK", "0")), os.environ.get("PCR_TEST_LOG"), int(os.environ.get("PCR_TEST_FAIL_AFTER", "0"))
 calls, sample = [0], g.sample
 def logged(sampler, cond, seeds):
@@ -62,8 +62,9 @@ def _plain(x):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Params (collect: 3 batches; eval: 4 batches per set) and the 1-process stores, computed in this process."""
-    from pcr.config import Params
-    from pcr.models.tiny import build_tiny_sd
+    from tiny_models import build_tiny_sd
+
+    from pcr.config import Params, calibration_prompts, eval_prompt_sets
 
     tmp = tmp_path_factory.mktemp("dist")
     model = build_tiny_sd(tmp / "sd")
@@ -80,6 +81,8 @@ def setup(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
+    (tmp / "cal.json").write_text(json.dumps(calibration_prompts(params)))  # env's snapshots
+    (tmp / "eval.json").write_text(json.dumps(eval_prompt_sets(params)))
     collect(params, tmp / "traj1.zarr", progress=False)
     reference(params, tmp / "ref1.zarr", progress=False)
     return tmp, params
@@ -105,12 +108,12 @@ def assert_same_arrays(a: Path, b: Path) -> list[str]:
 def test_two_processes_match_one_and_a_killed_run_resumes_only_the_missing_samples(setup):
     tmp, _ = setup
     # one launch: collect on 2 processes, then reference with rank 1 dying on its second batch
-    r = launch(tmp, "collect params.yaml traj2.zarr", "reference params.yaml ref2.zarr", PCR_TEST_FAIL_AFTER="1",
+    r = launch(tmp, "collect params.yaml cal.json traj2.zarr", "reference params.yaml eval.json ref2.zarr", PCR_TEST_FAIL_AFTER="1",
                PCR_TEST_LOG=str(tmp / "run1"))
     assert r.returncode != 0, r.stdout + r.stderr
 
     names = assert_same_arrays(tmp / "traj1.zarr", tmp / "traj2.zarr")
-    assert {"x", "eps", "stats/min", "stats/max", "stats/ema_min", "stats/ema_max", "stats/hist"} <= set(names)
+    assert {"x", "model_output", "stats/min", "stats/max", "stats/ema_min", "stats/ema_max", "stats/hist"} <= set(names)
     assert open_store(tmp / "traj2.zarr", "trajectories").attrs["complete"] is True
 
     # the killed run left a partial store with holes, and no store at the declared path
@@ -121,7 +124,7 @@ def test_two_processes_match_one_and_a_killed_run_resumes_only_the_missing_sampl
     missing = sorted(i for name in ("standard", "paraphrase") for i in np.flatnonzero(~partial[f"done/{name}"][:]))
     assert 0 < len(missing) < 8
 
-    r = launch(tmp, "reference params.yaml ref2.zarr", PCR_TEST_LOG=str(tmp / "run2"))
+    r = launch(tmp, "reference params.yaml eval.json ref2.zarr", PCR_TEST_LOG=str(tmp / "run2"))
     errors = [line for line in (r.stdout + r.stderr).splitlines() if "error:" in line]
     assert r.returncode == 0, "\n".join(errors) + r.stdout[-2000:] + r.stderr[-2000:]
     seeds = [s - 1000 for rank in (0, 1) if Path(f"{tmp}/run2.{rank}").exists()

@@ -1,53 +1,147 @@
-"""The whole DVC pipeline on a tiny pipeline in a temporary git repo: repro, experiments, run-cache."""
+"""The whole DVC pipeline on a tiny pipeline in a temporary git repo: repro, experiments, run-cache, and what
+each kind of change reruns (params, quantization code, library versions, a null prompt set, a bad param)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
-from e2e_project import STAGES, assert_stock_pipeline_reproduces_generate, dvc, from_run_cache, make_project, ran
-
-from pcr.models.tiny import build_tiny_sd
+from e2e_project import (
+    STAGES,
+    assert_stock_pipeline_reproduces_generate,
+    dvc,
+    from_run_cache,
+    make_project,
+    ran,
+    run,
+)
+from tiny_models import build_tiny_sd
 
 pytestmark = pytest.mark.slow
+MODEL_STAGES = {"collect", "reference", "calibrate", "export", "generate"}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("project"), build_tiny_sd)
-
-
-def test_repro_then_experiments_rerun_only_downstream(project):
-    root, _ = project
+    project = make_project(tmp_path_factory.mktemp("project"), build_tiny_sd)
     out = dvc(project, "repro")
     assert ran(out) == set(STAGES)
+    run(["git", "add", "-A"], *project)
+    run(["git", "commit", "-qm", "repro"], *project)
+    return project
+
+
+@pytest.fixture
+def committed(project):
+    """The project back at its committed params and outputs after the test."""
+    yield project
+    root, env = project
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock", "pcr"], root, env)
+    dvc(project, "checkout", "--force")
+
+
+def changed_stages(project) -> set[str]:
+    """Stages `dvc status` reports as changed (env, always_changed, is always among them)."""
+    out = dvc(project, "status")
+    return set(re.findall(r"^(\w+):", out, flags=re.M))
+
+
+def test_repro_then_experiments_rerun_only_downstream(committed):
+    project = committed
+    root, _ = project
     metrics = json.loads((root / "outputs/metrics.json").read_text())
     for key in ("fid_fp32", "kid_fp32", "clip_score", "psnr_fp32", "ssim_fp32", "average_bits"):
         assert key in metrics, key
     assert "paraphrase" in metrics and (root / "outputs/grid.png").is_file()
     assert abs(metrics["fp32"]["fid_fp32"]) < 1e-3  # FID of the FP32 images against themselves is 0
     assert (root / "outputs/plots/step_error.csv").read_text().startswith("step,relative_error")
-    assert ran(dvc(project, "repro")) == set()  # nothing changed
-    assert_stock_pipeline_reproduces_generate(root, root / "data/tiny")
+    assert ran(dvc(project, "repro")) == {"env"}  # nothing changed: env reruns (always_changed), writes the same files
+    assert_stock_pipeline_reproduces_generate(root, root / "data/tiny")  # what generate scored is what users load
 
     out = dvc(project, "exp", "run", "-S", "relax.fraction=0.34")
-    assert ran(out) == {"relax", "export", "generate", "score"}
+    assert ran(out) == {"env", "relax", "export", "generate", "grid", "score"}
     assert json.loads((root / "outputs/schedule.json").read_text())["bits"] == [8, 8, 10]
 
     out = dvc(project, "exp", "run", "-S", "quant.act_bits=6")
-    assert ran(out) == {"calibrate", "relax", "export", "generate", "score"}  # neither collect nor reference
+    assert ran(out) == {"env", "calibrate", "relax", "export", "generate", "grid", "score"}  # neither collect nor reference
 
     out = dvc(project, "exp", "run", "-S", "quant.act_bits=8")  # back to the committed value
-    assert ran(out) == set()
+    assert ran(out) == {"env"}
     assert {"calibrate", "relax", "export", "generate", "score"} <= from_run_cache(out) | set(re.findall(r"Stage '(\w+)' didn't change", out))
 
 
-def test_bad_param_fails_cleanly_without_outputs(project):
-    root, env = project
+def test_artifact_loads_without_the_float_unet_weights(committed, tmp_path):
+    root, _ = committed
+    model = tmp_path / "model"
+    shutil.copytree(root / "data/tiny", model)
+    weights = list((model / "unet").glob("*.safetensors"))
+    assert weights
+    for f in weights:
+        f.unlink()
+    assert_stock_pipeline_reproduces_generate(root, model)
+
+
+def test_grid_size_reruns_only_the_grid(committed):
+    out = dvc(committed, "exp", "run", "-S", "generate.grid_images=2")
+    assert ran(out) == {"env", "grid"}
+
+
+def test_inspection_dumps_change_no_fp32_stage(committed):
+    root, _ = committed
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["calibrate"]["store"]["samples"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    assert changed_stages(committed) == {"env", "calibrate"}  # then what reads calib.zarr, once it changes
+
+
+def test_editing_quantization_code_leaves_the_fp32_stages_cached(committed):
+    root, _ = committed
+    observer = root / "pcr/quant/observers/minmax.py"
+    observer.write_text(observer.read_text() + "# an edit\n")
+    changed = changed_stages(committed)
+    assert "calibrate" in changed and not changed & {"collect", "reference"}, changed
+
+
+def test_a_library_upgrade_reruns_the_stages_it_can_change(committed, tmp_path):
+    """A newer diffusers (its metadata, shadowing the installed one's) changes versions_sampling.json only."""
+    root, env = committed
+    fake = tmp_path / "site" / "diffusers-999.0.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: diffusers\nVersion: 999.0\n")
+    upgraded = {**env, "PYTHONPATH": os.pathsep.join([str(fake.parent), env.get("PYTHONPATH", "")])}
+    run([sys.executable, "-m", "dvc", "repro", "env"], root, upgraded)
+    assert json.loads((root / "outputs/env/versions_sampling.json").read_text())["diffusers"] == "999.0"
+    changed = changed_stages(committed) - {"env"}
+    assert changed == MODEL_STAGES, changed  # not relax, grid, or score (which reads no diffusers)
+
+
+def test_null_paraphrase_set_is_skipped(committed):
+    root, _ = committed
+    out = dvc(committed, "exp", "run", "-S", "eval.paraphrase_prompts=null")
+    assert ran(out) == {"env", "reference", "generate", "grid", "score"}
+    assert "paraphrase" not in json.loads((root / "outputs/env/prompts_eval.json").read_text())
+    assert "paraphrase" not in json.loads((root / "outputs/metrics.json").read_text())
+
+
+def test_bad_param_fails_in_env_before_any_output_is_removed(committed):
+    root, env = committed
+    before = {p: p.stat().st_mtime_ns for p in (root / "outputs").iterdir() if p.name != "env"}
+    r = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "quant.act_bits=99"], cwd=root, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "quant.act_bits=99 is not allowed" in r.stdout + r.stderr
+    assert ran(r.stdout + r.stderr) == {"env"}
+    assert {p: p.stat().st_mtime_ns for p in (root / "outputs").iterdir() if p.name != "env"} == before
+
+
+def test_bad_param_fails_cleanly_without_outputs(committed):
+    root, env = committed
     r = subprocess.run([sys.executable, "stages/relax.py", "params.yaml", "outputs/qconfig.json", "outputs/bad.json"], cwd=root,
                        env={**env}, capture_output=True, text=True)
     assert r.returncode == 0
@@ -62,19 +156,7 @@ def test_bad_param_fails_cleanly_without_outputs(project):
     p["relax"]["fraction"] = 0.1
     p["model"]["path"] = "data"
     (root / "bad.yaml").write_text(yaml.safe_dump(p))
-    r = subprocess.run([sys.executable, "stages/collect.py", "bad.yaml", "outputs/t2.zarr"], cwd=root, env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "stages/collect.py", "bad.yaml", "outputs/env/prompts_calibration.json", "outputs/t2.zarr"],
+                       cwd=root, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "not a diffusers pipeline directory" in r.stderr
     assert not (root / "outputs/t2.zarr").exists() and not (root / "outputs/t2.zarr.partial").exists()
-
-
-def test_artifact_loads_without_the_float_unet_weights(project, tmp_path):
-    import shutil
-
-    root, _ = project
-    model = tmp_path / "model"
-    shutil.copytree(root / "data/tiny", model)
-    deleted = list((model / "unet").glob("*.safetensors"))
-    assert deleted
-    for f in deleted:
-        f.unlink()
-    assert_stock_pipeline_reproduces_generate(root, model)

@@ -14,8 +14,7 @@ import yaml
 import zarr
 from depgraph import ROOT
 from e2e_project import STAGES, assert_stock_pipeline_reproduces_generate, dvc, make_project, ran
-
-from pcr.models.tiny import build_tiny_sd, build_tiny_sdxl
+from tiny_models import build_tiny_sd, build_tiny_sdxl
 
 
 @pytest.mark.slow
@@ -27,6 +26,7 @@ def test_sdxl_dvc_repro_end_to_end(tmp_path):
     metrics = json.loads((root / "outputs/metrics.json").read_text())
     assert np.isfinite(metrics["fid_fp32"]) and "clip_score" in metrics
     traj = zarr.open_group(str(root / "outputs/trajectories.zarr"), mode="r")
+    assert traj["cond/time_ids"].metadata.dimension_names == ("sample", "branch", "time_ids_0")
     assert traj.attrs["complete"]
     hidden, pooled, time_ids = traj["cond/encoder_hidden_states"], traj["cond/text_embeds"], traj["cond/time_ids"]
     assert hidden.shape[:2] == pooled.shape[:2] == time_ids.shape[:2] == (4, 2)  # [N, CFG branch, ...]
@@ -86,9 +86,12 @@ def test_bad_model_fails_before_writing(case, stage, tmp_path, capsys):
     params["collect"]["prompts"] = params["eval"]["prompts"] = params["eval"]["paraphrase_prompts"] = str(tmp_path / "prompts.txt")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "outputs" / f"{stage}.zarr"
+    prompts = ["a red circle", "a blue square"]
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts if stage == "collect" else {"standard": prompts}))
     before = sorted(tmp_path.rglob("*"))
+    capsys.readouterr()  # the model builder's own output ("Writing model shards")
     with pytest.raises(SystemExit) as exit_info:
-        _stage_main(stage)([str(tmp_path / "params.yaml"), str(out)])
+        _stage_main(stage)([str(tmp_path / "params.yaml"), str(tmp_path / "prompts.json"), str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err

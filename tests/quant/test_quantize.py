@@ -1,12 +1,10 @@
-import dataclasses
 
 import pytest
 import torch
-from quant_testlib import tiny_unet, unet_inputs
 
 from pcr.config import ConfigError, QuantConfig
+from pcr.models.layers import candidate_layers
 from pcr.quant import QConv2d, QLinear, qmodules, quantize_model
-from pcr.quant.quantize import candidate_layers
 
 
 def test_quantize_swaps_matching_layers_and_keeps_float(unet, qcfg):

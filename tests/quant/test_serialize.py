@@ -10,7 +10,15 @@ from quant_testlib import tiny_unet, unet_inputs
 from safetensors.torch import load_file, save_file
 
 from pcr.errors import StoreError
-from pcr.quant import at_step, load_quant_state, load_quantized, qmodules, quantize_model, save_quant_state, save_quantized
+from pcr.quant import (
+    at_step,
+    load_quant_state,
+    load_quantized,
+    qmodules,
+    quantize_model,
+    save_quant_state,
+    save_quantized,
+)
 from pcr.quant.qmap import QuantMap
 from pcr.quant.serialize import QUANT_CONFIG, WEIGHTS
 
@@ -43,7 +51,7 @@ def test_artifact_roundtrip_through_state_dict_on_a_meta_model(artifact):
     assert QuantMap.load(path / QUANT_CONFIG) == qmap
     assert load_file(str(path / WEIGHTS))["down_blocks.0.resnets.0.conv1.weight_codes"].dtype == torch.uint8
     x, ehs = unet_inputs()
-    for k, t in enumerate(TIMESTEPS):
+    for t in TIMESTEPS:
         assert torch.equal(unet(x, t, ehs).sample, loaded(x, t, ehs).sample)  # each counts its own calls
     assert loaded.get_submodule("mid_block.attentions.0.proj_in").input_quant.bits.tolist() == [8, 9, 10]
     assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])

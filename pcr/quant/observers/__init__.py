@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pcr.quant.observers.stats import RunningStats
+from pcr.stats.running import RunningStats
 
 ActivationRule = Callable[[RunningStats, int, bool], tuple[Tensor, Tensor]]
 WeightRule = Callable[[Tensor, int, bool], tuple[Tensor, Tensor]]

@@ -7,7 +7,7 @@ tensor seen once, so for weights this is plain min/max per channel.
 from torch import Tensor
 
 from pcr.quant.observers import minmax, register_observer
-from pcr.quant.observers.stats import RunningStats
+from pcr.stats.running import RunningStats
 
 
 def activation_range(stats: RunningStats, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pcr.quant.affine import fake_quantize, params_from_range
 from pcr.quant.observers import register_observer
-from pcr.quant.observers.stats import RunningStats
+from pcr.stats.running import RunningStats
 
 CLIP_GRID = torch.linspace(0.3, 1.0, 36)
 

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from pcr.quant.observers import register_observer
-from pcr.quant.observers.stats import RunningStats
+from pcr.stats.running import RunningStats
 
 PERCENTILE = 99.99
 

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pcr.quant.observers import RunningStats
-from pcr.quant.observers.stats import rebin
+from pcr.stats.running import RunningStats, merge_histograms
 
 STAT_NAMES = ("min", "max", "ema_min", "ema_max")
 
@@ -86,6 +85,6 @@ def merge_stats(per_step: list[dict[str, RunningStats]], names: Sequence[str]) -
         m.min, m.max = torch.stack([s.min for s in ss]).min(), torch.stack([s.max for s in ss]).max()
         m.ema_min, m.ema_max = torch.stack([s.ema_min for s in ss]).mean(), torch.stack([s.ema_max for s in ss]).mean()
         if m.hist is not None:
-            m.hist = sum(rebin(s.hist, s.min, s.max, m.min, m.max) for s in ss)
+            m.hist = merge_histograms(ss, m.min, m.max, m.bins)
         merged[n] = m
     return merged

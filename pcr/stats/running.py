@@ -12,6 +12,8 @@ One `RunningStats` per (layer, step) sees every calibration batch of that step. 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -39,8 +41,7 @@ class RunningStats:
         if self.count == 0:
             self.ema_min, self.ema_max = b_min.clone(), b_max.clone()
         else:
-            self.ema_min = EMA_MOMENTUM * self.ema_min + (1 - EMA_MOMENTUM) * b_min
-            self.ema_max = EMA_MOMENTUM * self.ema_max + (1 - EMA_MOMENTUM) * b_max
+            self.ema_min, self.ema_max = ema_update(self.ema_min, b_min), ema_update(self.ema_max, b_max)
         new_min, new_max = torch.minimum(self.min, b_min), torch.maximum(self.max, b_max)
         if self.hist is not None:
             if self.count > 0 and (new_min < self.min or new_max > self.max):
@@ -83,3 +84,13 @@ def rebin(hist: Tensor, lo: Tensor, hi: Tensor, new_lo: Tensor, new_hi: Tensor) 
     width = float(new_hi - new_lo) / bins
     idx = ((centers - new_lo) / width).floor().clamp(0, bins - 1).long() if width > 0 else torch.zeros(bins, dtype=torch.long)
     return torch.zeros_like(hist).index_add_(0, idx, hist)
+
+
+def ema_update(ema: Tensor, value: Tensor) -> Tensor:
+    """The moving-average rule: one more batch value folded in."""
+    return EMA_MOMENTUM * ema + (1 - EMA_MOMENTUM) * value
+
+
+def merge_histograms(stats: Iterable[RunningStats], lo: Tensor, hi: Tensor, bins: int = HIST_BINS) -> Tensor:
+    """The histograms of `stats` re-binned to [lo, hi] and summed: float64 [bins] (zeros for none)."""
+    return sum((rebin(s.hist, s.min, s.max, lo, hi) for s in stats), torch.zeros(bins, dtype=torch.float64))

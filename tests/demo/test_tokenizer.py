@@ -1,6 +1,6 @@
 from transformers import CLIPTokenizer
 
-from pcr.models.tokenizer import EOS, build_clip_tokenizer
+from pcr.demo.tokenizer import EOS, build_clip_tokenizer
 
 WORDS = ["a", "red", "circle", "on", "gray", "background", "small", "top", "left", "at", "the"]
 

@@ -20,7 +20,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from pcr.models.tokenizer import build_clip_tokenizer
+from pcr.demo.tokenizer import build_clip_tokenizer
 
 TINY_WORDS = (
     "a", "an", "the", "photo", "of", "red", "green", "blue", "gray", "circle", "square", "cat", "dog",
