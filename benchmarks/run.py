@@ -285,9 +285,9 @@ def case_store(b: Bench) -> dict:
     out.mkdir(exist_ok=True)
     traj = b.collect(b.steps, b.prompts)
     t0 = time.perf_counter()
-    calibrate(p, traj, out / "calib.zarr", out / "qparams.safetensors", out / "qconfig.json", progress=False)
+    calibrate(p, traj, out / "calib.zarr", out / "qparams.safetensors", out / "qconfig.json", out / "activations.zarr", progress=False)
     calibrate_s = time.perf_counter() - t0
-    calib = open_store(out / "calib.zarr", "calibration")
+    calib = open_store(out / "activations.zarr", "activations")
     arrays = {name: calib[f"activations/{name}"] for name in calib["activations"].array_keys()}
     stored = sum(a.nbytes_stored() for a in arrays.values())
     elements = sum(a.size for a in arrays.values())

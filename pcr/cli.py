@@ -52,11 +52,12 @@ def reference(params: Path = ParamsOpt, out: Path = OUT / "reference.zarr") -> N
 
 @app.command()
 def calibrate(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories.zarr", out: Path = OUT / "calib.zarr",
-              qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json") -> None:
+              qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json",
+              activations: Path = OUT / "activations.zarr") -> None:
     """Quantize weights once; calibrate activations per step (progressive | fp32 | shared)."""
     from pcr.calibrate.run import calibrate as run
 
-    stage.run(lambda: run(_params(params), trajectories, out, qparams, qconfig))
+    stage.run(lambda: run(_params(params), trajectories, out, qparams, qconfig, activations))
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""DVC stage calibrate: weights once, activations per step -> calib.zarr, qparams.safetensors, qconfig.json."""
+"""DVC stage calibrate: weights once, activations per step -> calib.zarr, qparams.safetensors, qconfig.json, activations.zarr."""
 
 from pcr import stage
 from pcr.calibrate.run import calibrate
@@ -6,8 +6,8 @@ from pcr.config import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
-    params, traj, calib, qparams, qconfig = stage.paths(argv, ["params", "trajectories", "calib", "qparams", "qconfig"], "calibrate")
-    stage.run(lambda: calibrate(load_params(params), traj, calib, qparams, qconfig))
+    params, traj, calib, qparams, qconfig, activations = stage.paths(argv, ["params", "trajectories", "calib", "qparams", "qconfig", "activations"], "calibrate")
+    stage.run(lambda: calibrate(load_params(params), traj, calib, qparams, qconfig, activations))
 
 
 if __name__ == "__main__":

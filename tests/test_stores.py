@@ -63,7 +63,7 @@ def test_xarray_opens_every_store_kind(tmp_path, tiny_sd_dir, small_params):
     params = small_params(tiny_sd_dir, model={"steps": 3}, eval={"num_prompts": 3, "paraphrase_prompts": str(para)})
     t = tmp_path
     collect(params, t / "traj.zarr", progress=False)
-    calibrate(params, t / "traj.zarr", t / "calib.zarr", t / "q.safetensors", t / "q.json", progress=False)
+    calibrate(params, t / "traj.zarr", t / "calib.zarr", t / "q.safetensors", t / "q.json", t / "activations.zarr", progress=False)
     reference(params, t / "ref.zarr", progress=False)
     relax(params.relax, t / "q.json", t / "schedule.json")
     export(params, t / "q.safetensors", t / "q.json", t / "calib.zarr", t / "schedule.json", t / "quantized")
@@ -73,7 +73,7 @@ def test_xarray_opens_every_store_kind(tmp_path, tiny_sd_dir, small_params):
         assert tree["x"].dims[0] == "state" and tree.sizes["state"] == 4
         assert tree["model_output"].dims[0] == "step" and tree.sizes["step"] == 3
         assert tree["stats"]["max"].dims == ("step", "layer")
-    calib = xr.open_datatree(t / "calib.zarr", engine="zarr")
+    calib = xr.open_datatree(t / "activations.zarr", engine="zarr")
     assert calib["activations"]["down_blocks.0.resnets.0.conv1"].dims[:2] == ("step", "capture")
     for name in ("ref", "gen"):
         tree = xr.open_datatree(t / f"{name}.zarr", engine="zarr")

@@ -1,7 +1,12 @@
 """calibrate: quantize the weights once, calibrate activations per step, write calib.zarr + qparams.
 
-Resumable: every finished step is in `<calib.zarr>.partial` (x̂_{k+1}, eps_k, the step's statistics
-and its stored activations) with `steps_done` in the attrs. Quantizer parameters are a function of
+The sampled activations for inspection (`calibrate.store.*`: integer codes of chosen layers' inputs)
+go to their own store, activations.zarr, so calib.zarr and the quantized model do not depend on what
+is dumped: changing the dumps reruns this stage, which writes the same calib.zarr and qparams again,
+and DVC then reruns nothing downstream.
+
+Resumable: every finished step is in `<calib.zarr>.partial` (x̂_{k+1}, eps_k, the step's statistics)
+and `<activations.zarr>.partial` with `steps_done` in the attrs. Quantizer parameters are a function of
 the stored statistics, and stateful schedulers are replayed from the stored x̂ and eps, so a rerun
 after a kill continues from the last finished step. A partial store is never renamed into place
 before the last step and the qparams are written.
@@ -74,20 +79,24 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
 
 
 def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams: str | Path, qconfig: str | Path,
-              progress: bool = True) -> None:
+              activations: str | Path, progress: bool = True) -> None:
     cfg = params.calibrate
     traj = open_store(trajectories, "trajectories")
     pipe, qmap, cal = prepare(params, traj, trajectories)
     sampler, names, T = cal.sampler, list(qmap.layers), cal.sampler.num_steps
     n = next(iter(cal.cond.values())).shape[0]
-    fp = fingerprint(traj.attrs["fingerprint"], n, asdict(params.quant), cfg.mode, cfg.batch_size, asdict(cfg.store))
+    fp = fingerprint(traj.attrs["fingerprint"], n, asdict(params.quant), cfg.mode, cfg.batch_size)  # not the dumps: see above
+    dumps_fp = fingerprint(fp, asdict(cfg.store))
     store = resume_store(out, "calibration", fp)
-    if store is None:
+    dumps = resume_store(activations, "activations", dumps_fp) if store is not None else None
+    if store is None or dumps is None:
         store = create_store(out, "calibration", fingerprint=fp, mode=cfg.mode, layers=names, num_steps=T, steps_done=0,
                              act_bits=params.quant.act_bits, act_observer=params.quant.act_observer, num_prompts=n)
         add_trajectory_arrays(store, sampler.timesteps.cpu().numpy(), n, sampler.latent_shape, cfg.batch_size)
         add_stats_arrays(store, T, names, traj["stats/hist"].shape[-1] if cal.observer.needs_histogram else None)
         store["x"][0] = traj["x"][0]
+        dumps = create_store(activations, "activations", fingerprint=dumps_fp, layers=list(cal.capture_layers),
+                             samples=cal.capture_samples, num_steps=T)
     done = int(store.attrs["steps_done"])
     for k in range(done):  # resume: parameters of finished steps follow from their stored statistics
         cal.set_params(unstack_stats(read_stats(store, k), names), k)
@@ -98,10 +107,11 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
         store["x"][r.k + 1] = r.x_next.numpy()
         store["model_output"][r.k] = r.eps.numpy()
         write_stats(store, r.k, stack_stats(r.stats, names))
-        _write_activations(store, r, cal.qlayers, T)
+        _write_activations(dumps, r, cal.qlayers, T)
         store.attrs["steps_done"] = r.k + 1  # last: a step counts only once all of it is written
 
     x = torch.from_numpy(store["x"][done]).to(sampler.unet.device)
     sweep(cal, cfg.mode, x, start=done, schedulers=schedulers, on_step=on_step, progress=progress)
     save_quant_state(pipe.unet, qmap, qparams, qconfig)
+    finish_store(dumps, activations)
     finish_store(store, out)

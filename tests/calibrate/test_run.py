@@ -30,7 +30,8 @@ def setup(tmp_path, tiny_sd_dir, small_params):
 
 
 def _outs(tmp_path, tag):
-    return [tmp_path / "traj.zarr", tmp_path / f"{tag}.zarr", tmp_path / f"{tag}.safetensors", tmp_path / f"{tag}.json"]
+    return [tmp_path / "traj.zarr", tmp_path / f"{tag}.zarr", tmp_path / f"{tag}.safetensors", tmp_path / f"{tag}.json",
+            tmp_path / f"{tag}_activations.zarr"]
 
 
 def test_calib_store_layout(setup):
@@ -42,7 +43,10 @@ def test_calib_store_layout(setup):
     assert g["x"].shape[:2] == (T + 1, 5) and g["x"].metadata.dimension_names == ("state", "sample", "channel", "height", "width")
     assert g["model_output"].shape[:2] == (T, 5) and g["model_output"].metadata.dimension_names[0] == "step"
     assert g["stats/max"].shape == (T, len(g.attrs["layers"]))
-    act = g["activations/down_blocks.0.resnets.0.conv1"]
+    assert "activations" not in g  # the inspection dumps have their own store
+    dumps = zarr.open_group(str(tmp / "c_activations.zarr"), mode="r")
+    assert dumps.attrs["complete"] is True and dumps.attrs["kind"] == "activations"
+    act = dumps["activations/down_blocks.0.resnets.0.conv1"]
     assert act.dtype == np.uint8 and act.shape[:2] == (T, 2)
     layer = "down_blocks.0.resnets.0.conv1"
     assert act.metadata.dimension_names == ("step", "capture", f"{layer}.channel", f"{layer}.height", f"{layer}.width")
@@ -54,6 +58,20 @@ def test_calib_store_layout(setup):
     assert float(x_hat.min()) >= g["stats/min"][k, idx] - act.attrs["scale"][k]
     assert float(x_hat.max()) <= g["stats/max"][k, idx] + act.attrs["scale"][k]
     assert json.loads((tmp / "c.json").read_text())["format_version"] == FORMAT_VERSION
+
+
+def test_inspection_dumps_leave_calibration_outputs_identical(setup):
+    params, tmp = setup
+    calibrate(params, *_outs(tmp, "a"), progress=False)
+    other = dataclasses.replace(params, calibrate=dataclasses.replace(
+        params.calibrate, store=dataclasses.replace(params.calibrate.store, samples=1)))
+    calibrate(other, *_outs(tmp, "b"), progress=False)
+    assert (tmp / "a.safetensors").read_bytes() == (tmp / "b.safetensors").read_bytes()
+    a, b = zarr.open_group(str(tmp / "a.zarr"), mode="r"), zarr.open_group(str(tmp / "b.zarr"), mode="r")
+    assert dict(a.attrs) == dict(b.attrs)
+    for name in ("x", "model_output", "stats/min", "stats/max"):
+        assert np.array_equal(a[name][:], b[name][:]), name
+    assert zarr.open_group(str(tmp / "b_activations.zarr"), mode="r")["activations/down_blocks.0.resnets.0.conv1"].shape[1] == 1
 
 
 def test_killed_run_resumes_from_last_finished_step_and_matches(setup, monkeypatch):

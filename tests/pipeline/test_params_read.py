@@ -59,7 +59,7 @@ def test_each_stage_reads_exactly_its_listed_keys(tmp_path, tiny_sd_dir, small_p
     argv = {
         "collect": [o / "cal.json", o / "traj.zarr"],
         "reference": [o / "eval.json", o / "ref.zarr"],
-        "calibrate": [o / "traj.zarr", o / "calib.zarr", o / "q.safetensors", o / "q.json"],
+        "calibrate": [o / "traj.zarr", o / "calib.zarr", o / "q.safetensors", o / "q.json", o / "activations.zarr"],
         "relax": [o / "q.json", o / "schedule.json"],
         "export": [o / "q.safetensors", o / "q.json", o / "calib.zarr", o / "schedule.json", o / "quantized"],
         "generate": [o / "quantized", o / "ref.zarr", o / "gen.zarr"],
