@@ -20,7 +20,7 @@ from diffusers import UNet2DConditionModel
 from pcr.config import Params
 from pcr.errors import StoreError
 from pcr.models.load import inspect_model_dir
-from pcr.models.schedulers import make_scheduler
+from pcr.models.schedulers import as_sd_pipeline_would, make_scheduler
 from pcr.quant.observers import get_observer
 from pcr.quant.quantize import qmodules, set_activation_step
 from pcr.quant.serialize import load_quant_state, save_quantized
@@ -46,9 +46,11 @@ def apply_schedule(unet: torch.nn.Module, schedule: Schedule, calib: zarr.Group,
 
 def calibrated_scheduler(params: Params, num_steps: int):
     """The scheduler the activations were calibrated with (model.scheduler over the model's own config)."""
-    root = inspect_model_dir(params.model.path).path
-    config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    info = inspect_model_dir(params.model.path)
+    config = json.loads((info.path / "scheduler" / "scheduler_config.json").read_text())
     scheduler = make_scheduler(params.model.scheduler, config)
+    if info.family == "sd":
+        scheduler = as_sd_pipeline_would(scheduler)  # what every stage ran: the pipeline constructor applies these
     scheduler.set_timesteps(params.model.steps)
     if len(scheduler.timesteps) != num_steps:
         raise StoreError(f"model.scheduler={params.model.scheduler!r} with model.steps={params.model.steps} gives "

@@ -100,9 +100,8 @@ def load_sampler(cfg: ModelConfig, unet: nn.Module | None = None, scheduler=None
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     components = {"unet": unet} if unet is not None else {}
     with quiet_loading():
-        pipe = load_pipeline(cfg.path, scheduler=cfg.scheduler, dtype=dtype, device=cfg.device, **components)
-    if scheduler is not None:
-        pipe.scheduler = scheduler
+        pipe = load_pipeline(cfg.path, scheduler=scheduler if scheduler is not None else cfg.scheduler, dtype=dtype,
+                             device=cfg.device, **components)
     pipe.unet.eval()
     scheduler = copy.deepcopy(pipe.scheduler)  # the template every batch copies
     scheduler.set_timesteps(cfg.steps, device=resolve_device(cfg.device))

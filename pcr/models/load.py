@@ -155,7 +155,7 @@ def resolve_dtype(name: str, device: str | torch.device = "auto") -> torch.dtype
 def load_pipeline(
     path: str | Path,
     *,
-    scheduler: str | None = None,
+    scheduler=None,
     dtype: torch.dtype = torch.float32,
     device: str = "auto",
     variant: str | None = None,
@@ -163,12 +163,19 @@ def load_pipeline(
 ) -> DiffusionPipeline:
     """The stock diffusers pipeline of `path`, local files only, with its scheduler optionally swapped.
 
+    `scheduler`: a name (rebuilt from the model's own scheduler config) or a scheduler object. Either way it
+    goes into the pipeline's constructor, which applies the config fixes diffusers makes there (SD pipelines
+    force `clip_sample=False` and `steps_offset=1`), exactly as when a user passes `scheduler=` themselves.
+
     `variant` picks weight files such as `diffusion_pytorch_model.fp16.safetensors` (`variant="fp16"`).
     `components` (e.g. `unet=`) replace the pipeline's own, whose weights are then not read.
     """
     info = inspect_model_dir(path)
-    if scheduler is not None:
+    if isinstance(scheduler, str):
         scheduler_class(scheduler)  # fail on a bad name before loading any weights
+        scheduler = make_scheduler(scheduler, _read_json(info.path / "scheduler" / "scheduler_config.json", info.path, "scheduler config"))
+    if scheduler is not None:
+        components["scheduler"] = scheduler
     dev = resolve_device(device)
     if dtype in HALF_DTYPES and dev.type != "cuda":
         raise ModelError(f"dtype {dtype} needs a CUDA device, got {dev.type}; use torch.float32 on CPU")
@@ -178,8 +185,6 @@ def load_pipeline(
     if info.family == "sd":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipe = PIPELINE_CLASSES[info.family].from_pretrained(info.path, **kwargs)
-    if scheduler is not None:
-        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe = pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     return pipe

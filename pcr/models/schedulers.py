@@ -49,3 +49,13 @@ def make_scheduler(name: str, config: Mapping[str, Any]) -> SchedulerMixin:
     cls = scheduler_class(name)
     overrides = SCHEDULERS[name][1]
     return cls.from_config(dict(config), **overrides)
+
+
+def as_sd_pipeline_would(scheduler: SchedulerMixin) -> SchedulerMixin:
+    """The scheduler with the config fixes StableDiffusionPipeline.__init__ applies (`steps_offset=1`,
+    `clip_sample=False`), for a scheduler saved on its own that the pipeline will later be given."""
+    fixes = {k: v for k, v in (("steps_offset", 1), ("clip_sample", False)) if k in scheduler.config and scheduler.config[k] != v}
+    if not fixes:
+        return scheduler
+    config = {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}  # else from_config keeps the defaults
+    return type(scheduler).from_config({**config, **fixes})

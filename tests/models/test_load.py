@@ -165,3 +165,16 @@ def test_load_weight_variant(tmp_path):
     assert (tmp_path / "variant" / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
     loaded = load_pipeline(tmp_path / "variant", variant="fp16", device="cpu")
     assert torch.equal(loaded.unet.conv_in.weight, pipe.unet.conv_in.weight)
+
+
+def test_swapped_scheduler_gets_the_config_fixes_of_the_stock_pipeline(tiny_sd_dir):
+    from pcr.models.schedulers import as_sd_pipeline_would, make_scheduler
+
+    config = json.loads((tiny_sd_dir / "scheduler/scheduler_config.json").read_text())
+    own = make_scheduler("ddim", config)
+    assert own.config.clip_sample is True  # DDIM's default, the tiny config does not set it
+    pipe = load_pipeline(tiny_sd_dir, scheduler="ddim", device="cpu")
+    stock = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, scheduler=own, safety_checker=None)
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.scheduler.config.clip_sample is stock.scheduler.config.clip_sample is False  # SD's constructor turns it off
+    assert as_sd_pipeline_would(make_scheduler("ddim", config)).config.clip_sample is False

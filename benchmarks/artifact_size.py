@@ -1,0 +1,99 @@
+"""Size of the exported artifact against the float UNet's safetensors, at W8 and W4.
+
+    OMP_NUM_THREADS=1 python benchmarks/artifact_size.py      # prints the table, saves case `artifact_size` in results.json
+
+- demo: the demo UNet is quantized and exported for real (pcr.quant.save_quantized, T=25 steps, per-step
+  ranges set by hand: sizes do not depend on the values); the figure is bytes on disk of the artifact's
+  quantized_unet.safetensors + its JSON files over the demo's own diffusion_pytorch_model.safetensors.
+- SD 1.4 and SDXL: the UNets are built from their published configs on the meta device (nothing allocated)
+  and quantized there; the figure is the exact byte count of the state_dict that save_quantized writes
+  (tensor bytes + the safetensors JSON header) over the fp32 / fp16 state_dict's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from memory_estimate import SD14_UNET, SDXL_UNET  # noqa: E402
+
+from pcr.config import QuantConfig  # noqa: E402
+from pcr.quant import qmodules, quantize_model, save_quantized  # noqa: E402
+
+STEPS = 25
+TIMESTEPS = [float(t) for t in range(961, 0, -40)]  # 25 DDIM steps over 1000 (values do not change sizes)
+DEMO = ROOT / "data/demo/pipeline/unet"
+
+
+def _quantize(unet, bits: int):
+    qmap = quantize_model(unet, QuantConfig(weight_bits=bits, act_bits=8, weight_observer="minmax"), TIMESTEPS, "DDIMScheduler", STEPS)
+    if unet.device.type != "meta":
+        for m in qmodules(unet).values():
+            for k in range(STEPS):
+                m.input_quant.set_step(k, torch.tensor(-1.0), torch.tensor(1.0))
+    return qmap
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor]) -> int:
+    """Exact size of a safetensors file of `state`: 8-byte length, JSON header (padded to 8), tensor bytes."""
+    header, offset = {}, 0
+    for k, v in sorted(state.items()):
+        n = v.numel() * v.element_size()
+        header[k] = {"dtype": "X", "shape": list(v.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    h = len(json.dumps(header, separators=(",", ":")).encode())
+    return 8 + h + (-h) % 8 + offset
+
+
+def demo_row(bits: int) -> dict:
+    unet = UNet2DConditionModel.from_pretrained(DEMO).eval()
+    qmap = _quantize(unet, bits)
+    fp32 = (DEMO / "diffusion_pytorch_model.safetensors").stat().st_size
+    with tempfile.TemporaryDirectory() as tmp:
+        save_quantized(unet, qmap, Path(tmp) / "q")
+        files = {p.name: p.stat().st_size for p in (Path(tmp) / "q").rglob("*") if p.is_file()}
+    total = sum(files.values())
+    return {"fp32_bytes": fp32, "artifact_bytes": total, "ratio_fp32": total / fp32, "ratio_fp16": total / (fp32 / 2), "files": files}
+
+
+def meta_row(config: dict, bits: int) -> dict:
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+    fp32 = safetensors_bytes(unet.state_dict())
+    _quantize(unet, bits)
+    q = safetensors_bytes(unet.state_dict())
+    return {"fp32_bytes": fp32, "artifact_bytes": q, "ratio_fp32": q / fp32, "ratio_fp16": q / (fp32 / 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = {}
+    for bits in (8, 4):
+        rows[f"demo_W{bits}"] = demo_row(bits)
+        rows[f"sd14_W{bits}"] = meta_row(SD14_UNET, bits)
+        rows[f"sdxl_W{bits}"] = meta_row(SDXL_UNET, bits)
+    print("| model | weights | artifact | fp32 UNet | artifact / fp32 | artifact / fp16 |\n| --- | --- | --- | --- | --- | --- |")
+    for name, r in rows.items():
+        model, w = name.split("_")
+        print(f"| {model} | {w} | {r['artifact_bytes'] / 2**20:,.1f} MiB | {r['fp32_bytes'] / 2**20:,.1f} MiB | {r['ratio_fp32']:.3f} | {r['ratio_fp16']:.3f} |")
+    if not args.no_save:
+        path = ROOT / "benchmarks/results.json"
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results["artifact_size"] = rows
+        path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
