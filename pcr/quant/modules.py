@@ -80,8 +80,12 @@ class ActQuantizer(nn.Module):
     def set_step(self, k: int, lo: Tensor, hi: Tensor, bits: int | None = None) -> None:
         """Fix step k's parameters from the range [lo, hi] at `bits` (default: the step's bits)."""
         b = int(self.bits[k]) if bits is None else check_bits(bits, "act_bits")
-        scale, zero_point = params_from_range(lo, hi, b, self.symmetric)
-        self.scale[k], self.zero_point[k], self.bits[k] = scale, zero_point, b
+        self.set_step_params(k, *params_from_range(lo, hi, b, self.symmetric), b)
+
+    @torch.no_grad()
+    def set_step_params(self, k: int, scale: Tensor, zero_point: Tensor, bits: int) -> None:
+        """Fix step k's (scale, zero point, bits) as given."""
+        self.scale[k], self.zero_point[k], self.bits[k] = scale, zero_point, bits
         self.calibrated[k] = True
 
     def step_params(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

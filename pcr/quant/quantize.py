@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from pcr.errors import ConfigError, StoreError
 from pcr.models.layers import candidate_layers, match_layers
+from pcr.quant.affine import params_from_range
 from pcr.quant.modules import QMODULES, QModuleMixin
 from pcr.quant.observers import Observer, get_observer
 from pcr.quant.qmap import FORMAT_VERSION, LayerQuant, QuantMap  # noqa: F401 (re-exported)
@@ -84,12 +85,24 @@ def quantize_model(model: nn.Module, cfg, timesteps: Tensor | list[float], sched
     return qmap
 
 
+@torch.no_grad()
 def set_activation_step(qlayers: dict[str, QModuleMixin], observer: Observer, stats: dict[str, RunningStats], k: int,
                         bits: int) -> None:
-    """Step k's activation parameters of every layer at `bits`, from that step's statistics (the observer's range)."""
+    """Step k's activation parameters of every layer at `bits`, from that step's statistics (the observer's range).
+
+    (scale, zero point) of all layers come from one vectorised `params_from_range` over [L] ranges per
+    symmetry, not one small computation per layer: calibration sets every step twice.
+    """
+    by_sym: dict[bool, list[str]] = {}
     for name, q in qlayers.items():
-        lo, hi = observer.activation_range(stats[name], bits, q.input_quant.symmetric)
-        q.input_quant.set_step(k, lo, hi, bits)
+        by_sym.setdefault(q.input_quant.symmetric, []).append(name)
+    for symmetric, names in by_sym.items():
+        ranges = [observer.activation_range(stats[n], bits, symmetric) for n in names]
+        lo = torch.stack([r[0].reshape(()) for r in ranges])  # [L]
+        hi = torch.stack([r[1].reshape(()) for r in ranges])  # [L]
+        scale, zero_point = params_from_range(lo, hi, bits, symmetric)
+        for i, n in enumerate(names):
+            qlayers[n].input_quant.set_step_params(k, scale[i], zero_point[i], bits)
 
 
 def qmodules(model: nn.Module) -> dict[str, QModuleMixin]:

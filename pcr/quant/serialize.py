@@ -71,8 +71,13 @@ def _check_tensors(path: Path, state: dict[str, torch.Tensor], expected: dict[st
         raise StoreError(f"{path} holds tensor {extra[0]!r} ({len(extra)} in all) that this model does not have")
 
 
+def _metadata(kind: str, qmap: QuantMap) -> dict[str, str]:
+    """One metadata entry: safetensors writes several in hash order, so the same model would get other bytes."""
+    return {"pcr": json.dumps({"format": kind, "format_version": qmap.format_version}, sort_keys=True)}
+
+
 def save_quant_state(model: nn.Module, qmap: QuantMap, params_path: str | Path, map_path: str | Path) -> None:
-    meta = {"format": "pcr-quant-state", "format_version": str(qmap.format_version)}
+    meta = _metadata("pcr-quant-state", qmap)
     with atomic_path(params_path) as tmp:
         save_file(quant_state(model), str(tmp), metadata=meta)
     with atomic_path(map_path) as tmp:
@@ -99,7 +104,7 @@ def save_quantized(unet: nn.Module, qmap: QuantMap, out: str | Path, scheduler=N
     tmp.mkdir(parents=True)
     unet.save_config(tmp)  # config.json
     state = {k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS), metadata={"format": "pcr-quantized-unet", "format_version": str(qmap.format_version)})
+    save_file(state, str(tmp / WEIGHTS), metadata=_metadata("pcr-quantized-unet", qmap))
     qmap.save(tmp / QUANT_CONFIG)
     if scheduler is not None:
         scheduler.save_pretrained(tmp / SCHEDULER_DIR)
