@@ -98,13 +98,36 @@ def grid(params: Path = ParamsOpt, reference: Path = OUT / "reference.zarr", gen
 @app.command()
 def score(params: Path = ParamsOpt, reference: Path = OUT / "reference.zarr", generated: Path = OUT / "generated.zarr",
           trajectories: Path = OUT / "trajectories.zarr", calib: Path = OUT / "calib.zarr",
-          metrics: Path = OUT / "metrics.json", plots: Path = OUT / "plots") -> None:
-    """QDiffBench: FID/KID to FP32 and to real, CLIP score, PSNR/SSIM, attribute accuracy."""
+          metrics: Path = OUT / "metrics.json", plots: Path = OUT / "plots", samples: Path = OUT / "samples") -> None:
+    """QDiffBench with 95% intervals: FID/KID to FP32 and to real, CLIP score, PSNR/SSIM, attribute accuracy."""
     import json
 
     from pcr.score import score as run
 
-    stage.run(lambda: typer.echo(json.dumps(run(_params(params), reference, generated, trajectories, calib, metrics, plots), indent=1)))
+    stage.run(lambda: typer.echo(json.dumps(run(_params(params), reference, generated, trajectories, calib, metrics, plots,
+                                                samples), indent=1)))
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="experiment A: a samples directory (score's outputs/samples) or a DVC experiment/rev"),
+    b: str = typer.Argument(..., help="experiment B, of the same eval set"),
+    bootstrap: int = typer.Option(1000, help="paired bootstrap replicates"),
+    seed: int = typer.Option(0, help="the bootstrap's seed"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of markdown tables"),
+) -> None:
+    """Paired 95% intervals of A − B for every QDiffBench figure, and whether each is significant."""
+    import json
+
+    from pcr.metrics.intervals import compare_dirs, markdown
+    from pcr.report import samples_at
+
+    def run() -> None:
+        with samples_at(a) as pa, samples_at(b) as pb:
+            result = compare_dirs(pa, pb, bootstrap, seed)
+        typer.echo(json.dumps(result, indent=1) if as_json else markdown(result, (a, b)))
+
+    stage.run(run)
 
 
 @app.command()

@@ -24,6 +24,7 @@ MIN_BITS, MAX_BITS = 2, 16  # the bitwidths params allow (pcr.quant.bits reads t
 # a fraction of a second); tests/test_config.py checks them against pcr.quant.observers and pcr.models.schedulers.
 OBSERVER_NAMES = ("minmax", "ema_minmax", "percentile", "mse")
 SCHEDULER_NAMES = ("pndm", "ddim", "euler", "dpm++")
+MIN_BOOTSTRAP = 100
 
 
 def _check_bits(key: str, value: int) -> None:
@@ -163,9 +164,19 @@ class ScoreConfig:
     real: str | None = "render"  # render (the demo's ground truth) | a folder of images | None
     judge: str | None = "data/demo/judge"  # the demo's attribute classifier (text-image matching); None: skip
     kid_subset_size: int = 50
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: where the feature and CLIP models run
+    batch_size: int = 64  # images per batch read from the stores and fed to the models
+    bootstrap: int = 1000  # paired bootstrap replicates of every figure's 95% interval; 0: no intervals
+    seed: int = 0  # the bootstrap's generator seed
 
     def __post_init__(self):
         _positive("score.kid_subset_size", self.kid_subset_size)
+        _positive("score.batch_size", self.batch_size)
+        if not (self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:")):
+            raise ConfigError(f"score.device={self.device!r} is not allowed: use auto, cpu, cuda or cuda:N")
+        if self.bootstrap != 0 and self.bootstrap < MIN_BOOTSTRAP:
+            raise ConfigError(f"score.bootstrap={self.bootstrap!r} is not allowed: use 0 (no intervals) or at least "
+                              f"{MIN_BOOTSTRAP} replicates (fewer give unstable 95% bounds)")
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,23 @@
 
 Rows: FP32, then for W8A8 and W4A8: shared, fp32, progressive, progressive + relax 20% near x0,
 progressive + relax 20% near x_T. Every row is a DVC experiment, so `dvc exp show` lists them too.
+Every figure carries its 95% interval (score's, from metrics.json). Under the table, the paired
+differences behind the paper's claims (progressive vs fp32 and shared, relaxed vs not), with their
+intervals and significance, from each row's per-sample data (`pcr.metrics.intervals`, as `pcr compare`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from pcr.errors import StoreError
 
 RELAX = 0.2
 COLUMNS = (  # (metrics key, header, format)
@@ -27,6 +36,16 @@ COLUMNS = (  # (metrics key, header, format)
     ("paraphrase.psnr_fp32", "paraphrase PSNR ↑", "{:.2f}"),
     ("paraphrase.clip_score", "paraphrase CLIP ↑", "{:.2f}"),
 )
+
+
+CLAIMS = (  # (row A, row B) suffixes of one weight group: the difference A - B says whether A is better
+    ("progressive", "fp32"),
+    ("progressive", "shared"),
+    ("progressive + relax 20% x0", "progressive"),
+    ("progressive + relax 20% xT", "progressive"),
+)
+CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
+SAMPLES = Path("outputs/samples")
 
 
 def rows(weight_bits: tuple[int, ...] = (8, 4), act_bits: int = 8) -> list[tuple[str, dict[str, object]]]:
@@ -63,15 +82,39 @@ def fp32_row(metrics: dict) -> dict:
     return row
 
 
+def _cell(m: dict, key: str, fmt: str) -> str:
+    v = _get(m, key)
+    if v is None:
+        return "–"
+    ci = _get(m, f"{key}_ci95")
+    return fmt.format(v) + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
+
+
 def markdown(table: list[tuple[str, dict]]) -> str:
     head = "| config | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [head, "|" + " --- |" * (len(COLUMNS) + 1)]
     for label, m in table:
-        cells = []
-        for key, _, fmt in COLUMNS:
-            v = _get(m, key)
-            cells.append("–" if v is None else fmt.format(v))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(_cell(m, key, fmt) for key, _, fmt in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def claims_markdown(samples: dict[str, Path], replicates: int = 1000, seed: int = 0) -> str:
+    """Paired differences A − B of the CLAIMS between rows whose samples directories are given (by label)."""
+    from pcr.metrics.intervals import compare_dirs
+
+    lines = ["| A − B | set | figure | A | B | A − B [95% CI] | significant |", "|" + " --- |" * 7]
+    for label_a, path_a in samples.items():
+        tag, _, suffix = label_a.partition(" ")
+        for a, b in CLAIMS:
+            label_b = f"{tag} {b}"
+            if suffix != a or label_b not in samples:
+                continue
+            for name, diffs in compare_dirs(path_a, samples[label_b], replicates, seed).items():
+                for key in (k for k in CLAIM_FIGURES if k in diffs):
+                    d = diffs[key]
+                    lo, hi = d["ci95"]
+                    lines.append(f"| {label_a} − {b} | {name} | {key} | {d['a']:.5g} | {d['b']:.5g} | "
+                                 f"{d['diff']:+.4g} [{lo:+.4g}, {hi:+.4g}] | {'yes' if d['significant'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -82,11 +125,30 @@ def from_json(path: Path) -> str:
     return markdown([("FP32", fp32_row(first)), *results.items()])
 
 
+@contextmanager
+def samples_at(ref: str | Path, samples: Path = SAMPLES) -> Iterator[Path]:
+    """A samples directory: `ref` itself when it is one, else `samples` of a DVC experiment name or Git rev."""
+    if Path(ref).is_dir():
+        yield Path(ref)
+        return
+    from dvc.api import DVCFileSystem
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            DVCFileSystem(".", rev=str(ref)).get(str(samples), f"{tmp}/samples", recursive=True)
+        except Exception as e:  # dvc's errors for unknown revs and missing outputs vary between versions
+            raise StoreError(f"{ref!r} is neither a samples directory nor a DVC experiment or rev holding "
+                                    f"{samples}: {e}") from None
+        yield Path(tmp) / "samples"
+
+
 def run(metrics_path: Path = Path("outputs/metrics.json"), out: Path = Path("outputs/results.md"),
         weight_bits: tuple[int, ...] = (8, 4), extra: tuple[str, ...] = ()) -> str:
-    """Run every row as `dvc exp run -S ...`, collect its metrics, write and return the markdown table."""
+    """Run every row as `dvc exp run -S ...`, collect its metrics and samples, write and return the markdown
+    table and the claims' paired differences."""
     table: list[tuple[str, dict]] = []
-    results = {}
+    results, kept = {}, {}
+    keep = out.parent / "report_samples"
     for label, overrides in rows(weight_bits):
         args = [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v}")] + [arg for e in extra for arg in ("-S", e)]
         print(f"== {label}: dvc exp run {' '.join(args)}", flush=True)
@@ -96,7 +158,11 @@ def run(metrics_path: Path = Path("outputs/metrics.json"), out: Path = Path("out
             table.append(("FP32", fp32_row(metrics)))
         table.append((label, metrics))
         results[label] = metrics
-    text = markdown(table)
+        kept[label] = keep / label.replace(" ", "_").replace("%", "pc").replace("+", "and")
+        if kept[label].exists():
+            shutil.rmtree(kept[label])
+        shutil.copytree(SAMPLES, kept[label])
+    text = markdown(table) + "\n\nPaired differences (A − B over the same prompts and seeds):\n\n" + claims_markdown(kept)
     out.write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     return text

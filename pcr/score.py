@@ -1,9 +1,17 @@
-"""score: QDiffBench on the generated images, per prompt set, plus the per-step trajectory error.
+"""score: QDiffBench on the generated images, per prompt set, with 95% intervals, plus the per-step
+trajectory error.
+
+Each model (feature network, CLIP, the demo judge) is loaded once per run, on `score.device`; each image
+set (quantized, FP32, real) goes through it once, streamed from the stores `score.batch_size` images at a
+time. What comes out per sample is saved (`pcr.metrics.samples`), and every figure and interval is
+computed from it (`pcr.metrics.intervals`).
 
 metrics.json (flat keys for the standard set, a nested block per other set):
     fid_fp32, kid_fp32, fid_real, kid_real, clip_score, clip_score_fp32, psnr_fp32, ssim_fp32,
-    color_acc / shape_acc / background_acc / all_acc on the demo (the judge), average_bits,
-    feature_network; `fp32`: the same metrics of the FP32 images themselves (the table's FP32 row)
+    color_acc / shape_acc / background_acc / all_acc on the demo (the judge), each X with X_ci95 [lo, hi],
+    X_ci95_lo and X_ci95_hi (paired bootstrap, `score.bootstrap` replicates); average_bits, weight_bits,
+    final_step_error, feature_network; `fp32`: the FP32 images' own figures (the table's FP32 row)
+samples/<set>/: the per-sample data (layout in pcr/metrics/samples.py), for `pcr compare`.
 plots/step_error.csv: relative L2 error of the quantized calibration trajectory per step,
     ||x̂_k - x_k|| / ||x_k||, against the FP32 one (the accumulated error PCR targets).
 """
@@ -11,32 +19,61 @@ plots/step_error.csv: relative L2 error of the quantized calibration trajectory 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pcr.config import ConfigError, Params
 from pcr.files import atomic_path
-from pcr.metrics.qdiffbench import qdiffbench
+from pcr.metrics.intervals import scored
+from pcr.metrics.samples import Judge, extract, load_models, prompts_digest, save
 from pcr.stores import StoreError, open_store
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-FP32_ROW_KEYS = ("fid_fp32", "kid_fp32", "fid_real", "kid_real", "clip_score")
 
 
-def real_images(source: str, prompts: list[str], seeds: list[int], size: tuple[int, int]) -> np.ndarray | None:
-    """Real images for FID to real: the demo renderer's ground truth, or a folder's images resized."""
-    if source == "render":
-        from pcr.demo.render import render_caption
+def resolve_device(name: str) -> torch.device:
+    """`auto`: cuda when there is one (pcr.models.load has the same, but imports diffusers)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
 
-        return np.stack([render_caption(p, s) for p, s in zip(prompts, seeds, strict=True)])
+
+def _real_files(source: str) -> list[Path]:
     folder = Path(source)
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
     if not files:
         raise ConfigError(f"score.real={source!r} is not allowed: use 'render', null, or a folder holding images ({sorted(IMAGE_SUFFIXES)})")
-    h, w = size
-    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.BICUBIC)) for f in files])
+    return files
+
+
+def real_batches(source: str, prompts: list[str], seeds: list[int], size: tuple[int, int],
+                 batch_size: int) -> Iterator[np.ndarray]:
+    """Real images for FID to real, a batch at a time: the demo renderer's ground truth of each prompt and
+    seed, or a folder's images resized to `size`."""
+    if source == "render":
+        from pcr.demo.render import render_caption
+
+        for i in range(0, len(prompts), batch_size):
+            yield np.stack([render_caption(p, s) for p, s in zip(prompts[i : i + batch_size], seeds[i : i + batch_size], strict=True)])
+        return
+    files, (h, w) = _real_files(source), size
+    for i in range(0, len(files), batch_size):
+        yield np.stack([np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.BICUBIC)) for f in files[i : i + batch_size]])
+
+
+def real_images(source: str, prompts: list[str], seeds: list[int], size: tuple[int, int]) -> np.ndarray:
+    """All real images at once (see `real_batches`)."""
+    return np.concatenate(list(real_batches(source, prompts, seeds, size, max(len(prompts), 1))))
+
+
+def load_judge_hits(path: str) -> Judge:
+    from pcr.demo.judge import attribute_hits, load_judge
+
+    judge = load_judge(path)
+    return lambda images, prompts: attribute_hits(images, list(prompts), judge)
 
 
 def step_error(traj_path: str | Path, calib_path: str | Path) -> list[dict]:
@@ -50,11 +87,16 @@ def step_error(traj_path: str | Path, calib_path: str | Path) -> list[dict]:
     return rows
 
 
+def _write_json(path: str | Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
 def score(params: Params, reference_path: str | Path, generated_path: str | Path, traj_path: str | Path,
-          calib_path: str | Path, metrics_out: str | Path, plots_dir: str | Path) -> dict:
+          calib_path: str | Path, metrics_out: str | Path, plots_dir: str | Path,
+          samples_dir: str | Path | None = None) -> dict:
     cfg = params.score
     ref, gen = open_store(reference_path, "reference"), open_store(generated_path, "generated")
-    metrics: dict = {}
     for name, prompts in gen.attrs["prompts"].items():  # refuse holes and mismatches before computing anything
         for store, path in ((ref, reference_path), (gen, generated_path)):
             done = store[f"done/{name}"][:]
@@ -62,22 +104,24 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
                 raise StoreError(f"{path}: images/{name} has {int((~done).sum())} unfinished samples; rerun its stage")
         if ref.attrs["prompts"].get(name) != prompts or ref.attrs["seed"] != gen.attrs["seed"]:
             raise StoreError(f"{reference_path} and {generated_path} hold different prompts or seeds for set {name!r}: rerun reference")
+    device = resolve_device(cfg.device)
+    models = load_models(cfg.feature, cfg.feature_path, cfg.clip_path, device)
+    judge = load_judge_hits(cfg.judge) if cfg.judge else None
+    samples_out = Path(samples_dir) if samples_dir is not None else None
+    if samples_out is not None and samples_out.exists():
+        shutil.rmtree(samples_out)
+    metrics: dict = {}
+    bs = cfg.batch_size
     for name, prompts in gen.attrs["prompts"].items():
-        quant, fp32 = gen[f"images/{name}"][:], ref[f"images/{name}"][:]
+        quant, fp32 = gen[f"images/{name}"], ref[f"images/{name}"]  # zarr arrays: read a batch at a time
         seeds = [gen.attrs["seed"] + i for i in range(len(prompts))]
-        real = real_images(cfg.real, prompts, seeds, quant.shape[1:3]) if cfg.real else None
-        bench = dict(feature=cfg.feature, feature_path=Path(cfg.feature_path) if cfg.feature_path else None,
-                     clip_path=Path(cfg.clip_path) if cfg.clip_path else None, kid_subset_size=cfg.kid_subset_size,
-                     real_paired=cfg.real == "render")
-        m = qdiffbench(quant, fp32, real, prompts, **bench)
-        # the FP32 row of the results table: the same metrics of the FP32 images (fid_fp32 is 0 by definition)
-        fp32_row = {k: v for k, v in qdiffbench(fp32, fp32, real, prompts, **bench).items() if k in FP32_ROW_KEYS}
-        if cfg.judge:
-            from pcr.demo.judge import attribute_accuracy, load_judge
-
-            judge = load_judge(cfg.judge)
-            m.update(attribute_accuracy(quant, prompts, judge))
-            fp32_row.update(attribute_accuracy(fp32, prompts, judge))
+        pairs = ((quant[i : i + bs], fp32[i : i + bs], prompts[i : i + bs]) for i in range(0, len(prompts), bs))
+        real = real_batches(cfg.real, prompts, seeds, tuple(quant.shape[1:3]), bs) if cfg.real else None
+        samples = extract(models, pairs, real, judge, seed=gen.attrs["seed"], prompts_sha256=prompts_digest(prompts),
+                          paired_real=cfg.real == "render", kid_subset_size=cfg.kid_subset_size)
+        if samples_out is not None:
+            save(samples, samples_out / name)
+        m, fp32_row = scored(samples, cfg.bootstrap, cfg.seed, device)
         m["fp32"] = fp32_row
         if name == "standard":
             metrics.update(m)
@@ -90,6 +134,5 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
     rows = step_error(traj_path, calib_path)
     (plots / "step_error.csv").write_text("step,relative_error\n" + "".join(f"{r['step']},{r['relative_error']:.6g}\n" for r in rows))
     metrics["final_step_error"] = rows[-1]["relative_error"]
-    with atomic_path(metrics_out) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    _write_json(metrics_out, metrics)
     return metrics

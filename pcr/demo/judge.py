@@ -118,10 +118,10 @@ def predict(judge: Judge, images: np.ndarray, batch_size: int = 256) -> np.ndarr
     return torch.cat(out).numpy() if out else np.zeros((0, len(ATTRIBUTES)), dtype=np.int64)
 
 
-def attribute_accuracy(
+def attribute_hits(
     images: np.ndarray, captions: list[str], judge: Judge | str | Path = DEFAULT_JUDGE_DIR
-) -> dict[str, float]:
-    """Fraction of images whose colour / shape / background match their caption, and all three at once."""
+) -> dict[str, np.ndarray]:
+    """Per image [N] bool: colour / shape / background read as the caption says, and all three at once."""
     if images.ndim != 4 or images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 [N, 32, 32, 3], got {images.dtype} {images.shape}")
     if len(images) != len(captions):
@@ -130,6 +130,13 @@ def attribute_accuracy(
         judge = load_judge(judge)
     want = np.stack([labels_to_index(parse_caption(c)) for c in captions])  # [N, 3]
     hit = predict(judge, images) == want
-    result = {f"{a}_acc": float(hit[:, k].mean()) for k, a in enumerate(ATTRIBUTES)}
-    result["all_acc"] = float(hit.all(axis=1).mean())
+    result = {f"{a}_acc": hit[:, k] for k, a in enumerate(ATTRIBUTES)}
+    result["all_acc"] = hit.all(axis=1)
     return result
+
+
+def attribute_accuracy(
+    images: np.ndarray, captions: list[str], judge: Judge | str | Path = DEFAULT_JUDGE_DIR
+) -> dict[str, float]:
+    """Fraction of images whose colour / shape / background match their caption, and all three at once."""
+    return {k: float(v.mean()) for k, v in attribute_hits(images, captions, judge).items()}

@@ -3,6 +3,10 @@
 One place that knows how a CLIP directory is laid out, shared by the CLIP feature extractor for
 FID/KID (`features.py`) and the CLIP score (`clip_score.py`).
 
+Without torchvision, transformers 5's `CLIPImageProcessor` name resolves to the PIL implementation
+`CLIPImageProcessorPil` and warns that it does so, on every run. torchvision is not a dependency here (its
+builds pin a torch version), so we ask for the PIL class by name, which is what the warning suggests.
+
 transformers 5 changed `CLIPModel.get_image_features` / `get_text_features` to return a
 `BaseModelOutputWithPooling` (the projected embedding is its `pooler_output`) instead of a tensor;
 transformers 4 returns the tensor itself. `ClipEmbeddings` hides the difference, per instance,
@@ -11,11 +15,13 @@ without patching transformers or torchmetrics.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
+import transformers
 from torch import Tensor, nn
-from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPProcessor
+from transformers import AutoTokenizer, CLIPModel, CLIPProcessor
 
 from pcr.errors import ConfigError
 
@@ -23,6 +29,13 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 # OpenAI CLIP's normalisation, used when a directory carries no preprocessor_config.json.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def image_processor_class() -> type:
+    """`CLIPImageProcessorPil` when torchvision is absent and transformers has it, else `CLIPImageProcessor`."""
+    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil"):
+        return transformers.CLIPImageProcessorPil
+    return transformers.CLIPImageProcessor
 
 
 def _as_tensor(features: Tensor | object, what: str) -> Tensor:
@@ -83,22 +96,20 @@ def load_clip_model(path: str | Path | None, device: str | torch.device = "cpu")
     return ClipEmbeddings(model).to(device).eval()
 
 
-def load_clip_image_processor(
-    path: str | Path | None, model: ClipEmbeddings | None = None
-) -> CLIPImageProcessor:
-    """The saved `CLIPImageProcessor` of `path`; without one, resize/crop to the vision tower's size.
+def load_clip_image_processor(path: str | Path | None, model: ClipEmbeddings | None = None):
+    """The saved CLIP image processor of `path` (see `image_processor_class`); without one, resize/crop to the vision tower's size.
 
     The fallback uses OpenAI CLIP's mean and std and `vision_config.image_size` of the model.
     """
     path = _require_dir(path, "CLIP image processor")
     if (path / PREPROCESSOR_FILE).is_file():
-        return CLIPImageProcessor.from_pretrained(path, local_files_only=True)
+        return image_processor_class().from_pretrained(path, local_files_only=True)
     if model is None:
         raise FileNotFoundError(
             f"{path} has no {PREPROCESSOR_FILE}; pass the loaded model to size the processor"
         )
     side = int(model.config.vision_config.image_size)
-    return CLIPImageProcessor(
+    return image_processor_class()(
         size={"shortest_edge": side},
         crop_size={"height": side, "width": side},
         image_mean=list(OPENAI_CLIP_MEAN),

@@ -84,27 +84,36 @@ class ClipScorer:
         return float(metric.compute())
 
     @torch.no_grad()
-    def per_image(self, images: np.ndarray | Tensor, prompts: Sequence[str]) -> np.ndarray:
-        """Raw 100 * cos(image, prompt) of each pair, [N] float64 (not clipped at 0)."""
-        x, texts = self._inputs(images, prompts)
+    def text_features(self, prompts: Sequence[str]) -> Tensor:
+        """Projected text embeddings [N, D] float64 on the model's device (prompts cut to fit)."""
+        texts = fit_prompts(self.processor, prompts, self.max_tokens)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            tokens = self.processor(text=texts[i : i + self.batch_size], return_tensors="pt", padding=True,
+                                    truncation=True, max_length=self.max_tokens)
+            ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+            out.append(self.clip.get_text_features(ids, mask).double())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def image_scores(self, images: np.ndarray | Tensor, text: Tensor) -> np.ndarray:
+        """Raw 100 * cos(image_i, text_i) [N] float64 of images against text features [N, D]."""
+        x = to_nchw_u8(images)  # [N, 3, H, W] uint8
+        if len(x) != len(text):
+            raise ValueError(f"{len(x)} images but {len(text)} prompts")
         out = []
         for i in range(0, len(x), self.batch_size):
             batch = list(x[i : i + self.batch_size])  # [3, H, W] uint8 each, as torchmetrics passes them
             pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
-            tokens = self.processor(
-                text=texts[i : i + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.max_tokens,
-            )
-            img = self.clip.get_image_features(pixels.to(self.device))  # [B, D]
-            txt = self.clip.get_text_features(
-                tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
-            )
-            cos = torch.nn.functional.cosine_similarity(img.double(), txt.double(), dim=-1)  # [B]
+            img = self.clip.get_image_features(pixels.to(self.device)).double()  # [B, D]
+            cos = torch.nn.functional.cosine_similarity(img, text[i : i + self.batch_size], dim=-1)  # [B]
             out.append(CLIP_SCORE_SCALE * cos.cpu())
         return torch.cat(out).numpy()
+
+    def per_image(self, images: np.ndarray | Tensor, prompts: Sequence[str]) -> np.ndarray:
+        """Raw 100 * cos(image, prompt) of each pair, [N] float64 (not clipped at 0)."""
+        x, _ = self._inputs(images, prompts)
+        return self.image_scores(x, self.text_features(prompts))
 
 
 def clip_score(

@@ -108,9 +108,8 @@ class ClipImageFeatures(nn.Module):
         return self.clip.get_image_features(self.preprocess(images)).float()
 
 
-@register_feature("clip")
-def clip_features(path: Path | None, device: str | torch.device = "cpu") -> nn.Module:
-    clip = load_clip_model(path, device)
+def clip_image_features(clip: ClipEmbeddings, path: Path | None) -> ClipImageFeatures:
+    """The FID feature module over a CLIP model already loaded from `path` (shared with the CLIP score)."""
     proc = load_clip_image_processor(path, clip)
     resize = _edge(proc.size, "shortest_edge") if proc.do_resize else None
     if proc.do_resize and resize is None:  # {"height", "width"} sizes: resize to the square crop size
@@ -118,7 +117,13 @@ def clip_features(path: Path | None, device: str | torch.device = "cpu") -> nn.M
     crop = (_edge(proc.crop_size, "height"), _edge(proc.crop_size, "width")) if proc.do_center_crop else None
     mean = tuple(proc.image_mean) if proc.do_normalize else (0.0, 0.0, 0.0)
     std = tuple(proc.image_std) if proc.do_normalize else (1.0, 1.0, 1.0)
+    device = next(clip.parameters()).device
     return ClipImageFeatures(clip, resize=resize, crop=crop, mean=mean, std=std).to(device)
+
+
+@register_feature("clip")
+def clip_features(path: Path | None, device: str | torch.device = "cpu") -> nn.Module:
+    return clip_image_features(load_clip_model(path, device), path)
 
 
 class InceptionFeatures(nn.Module):

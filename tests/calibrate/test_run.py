@@ -9,12 +9,12 @@ import torch
 import zarr
 from safetensors.torch import load_file
 
-from pcr.quant.qmap import FORMAT_VERSION
 from pcr.calibrate import run as run_mod
 from pcr.calibrate.run import calibrate
 from pcr.collect import collect
 from pcr.errors import ConfigError
 from pcr.quant.affine import dequantize
+from pcr.quant.qmap import FORMAT_VERSION
 from pcr.stores import StoreError, open_store, partial_path
 
 

@@ -64,7 +64,7 @@ def test_each_stage_reads_exactly_its_listed_keys(tmp_path, tiny_sd_dir, small_p
         "export": [o / "q.safetensors", o / "q.json", o / "calib.zarr", o / "schedule.json", o / "quantized"],
         "generate": [o / "quantized", o / "ref.zarr", o / "gen.zarr"],
         "grid": [o / "ref.zarr", o / "gen.zarr", o / "grid.png"],
-        "score": [o / "ref.zarr", o / "gen.zarr", o / "traj.zarr", o / "calib.zarr", o / "metrics.json", o / "plots"],
+        "score": [o / "ref.zarr", o / "gen.zarr", o / "traj.zarr", o / "calib.zarr", o / "metrics.json", o / "plots", o / "samples"],
     }
     read = {}
     for stage in ORDER:
