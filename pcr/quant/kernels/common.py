@@ -82,13 +82,18 @@ def at(t: Tensor, k: Tensor) -> Tensor:
 
 def centered_codes(x: Tensor, inv_scale: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """c = q_x - z_x, as exact integers in float32 (same shape as x); step k's 0-d inv_scale, lo, hi."""
-    return torch.round(x.float() * inv_scale).clamp(lo, hi)
+    return torch.mul(x.float(), inv_scale).round_().clamp_(lo, hi)  # in place on a fresh tensor: fewer allocations
+
+
+def shifted_codes(x: Tensor, inv_scale: Tensor, lo: Tensor, hi: Tensor, dx: Tensor) -> Tensor:
+    """a = q_x - o_x = clamp(round(x / s) - d_x, lo - d_x, hi - d_x) as int8 (narrow steps)."""
+    return torch.mul(x.float(), inv_scale).round_().sub_(dx).clamp_(lo - dx, hi - dx).to(torch.int8)
 
 
 def split_wide(c: Tensor) -> tuple[Tensor, Tensor]:
-    """c = 128 hi + lo, lo in [0, 127]: (hi, lo) as float32 exact integers."""
+    """c = 128 hi + lo, lo in [0, 127]: (hi, lo) as int8."""
     hi = torch.floor(c * (1.0 / 128))
-    return hi, c - 128 * hi
+    return hi.to(torch.int8), (c - 128 * hi).to(torch.int8)
 
 
 def weight_int8(codes: Tensor, zero_point: Tensor, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:
@@ -104,6 +109,15 @@ def step_correction(w: Tensor, dzp: Tensor, act: ActSteps, reduction: int) -> Te
     """corr[k, c] = d_x[k] (rowsum(w')[c] + K d_w[c]): [T, C_out] int32. w: [C_out, K] int8."""
     per_channel = w.to(torch.int64).sum(1) + reduction * dzp.to(torch.int64)  # [C_out]
     return (act.dx.to(torch.int64)[:, None] * per_channel[None, :]).to(torch.int32)
+
+
+def gemm_weight(w: Tensor, weight_zp: bool) -> Tensor:
+    """[C8, K8] int8 GEMM operand: w' [C_out, K], then (weight_zp) one row of ones, whose output
+    column is rowsum(a) for the d_w term at no extra pass over the activations; zero-padded to
+    multiples of 8 (torch._int_mm's rule on CUDA)."""
+    if weight_zp:
+        w = torch.cat([w, torch.ones_like(w[:1])])
+    return pad_to(pad_to(w, 1, 8), 0, 8).contiguous()
 
 
 def pad_to(t: Tensor, dim: int, multiple: int) -> Tensor:
@@ -130,21 +144,21 @@ def int_mm(a: Tensor, w: Tensor) -> Tensor:
     return torch._int_mm(a, w.t())
 
 
-def mm_narrow(a: Tensor, w: Tensor, corr_k: Tensor, dzp: Tensor, weight_zp: bool) -> Tensor:
-    """sum_i (q_x - z_x)(q_w - z_w) [M, C_out] int32 from a = q_x - o_x (int8)."""
-    acc = int_mm(a, w) + corr_k
-    if weight_zp:
-        acc = acc + a.sum(1, dtype=torch.int32)[:, None] * dzp
-    return acc
+def rescale(acc: Tensor, c_out: int, scale: Tensor, offset: Tensor, dzp_scale: Tensor | None) -> Tensor:
+    """y = acc[:, :C] * scale + offset (+ rowsum ⊗ d_w scale): [M, C_out] float32 in two passes.
+
+    acc: [M, C8] int32 or float32 (column C_out holds rowsum(a) when dzp_scale is given);
+    scale = s_x s_w, offset = s_x s_w corr[k] + b, dzp_scale = s_x s_w d_w, all [C_out].
+    """
+    y = torch.addcmul(offset, acc[:, :c_out], scale)
+    if dzp_scale is not None:
+        y = y.addr_(acc[:, c_out].float(), dzp_scale)
+    return y
 
 
-def mm_wide(hi: Tensor, lo: Tensor, w: Tensor, dzp: Tensor, weight_zp: bool) -> Tensor:
-    """The same sum [M, C_out] float32 from the split centered codes c = 128 hi + lo (int8 each)."""
-    acc = 128 * int_mm(hi, w).float() + int_mm(lo, w).float()
-    if weight_zp:
-        rows = 128 * hi.sum(1, dtype=torch.int32).float() + lo.sum(1, dtype=torch.int32).float()
-        acc = acc + rows[:, None] * dzp.float()
-    return acc
+def mm_wide(hi: Tensor, lo: Tensor, w: Tensor) -> Tensor:
+    """The GEMM of c = 128 hi + lo with w, [M, C8] float32 (exact terms, float sum: no int32 overflow)."""
+    return int_mm(hi, w).float().mul_(128).add_(int_mm(lo, w))
 
 
 def by_width(narrow: Tensor, wide_layer: bool, narrow_fn: Callable, wide_fn: Callable, operands: tuple) -> Tensor:

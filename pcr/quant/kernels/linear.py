@@ -22,9 +22,11 @@ from pcr.quant.kernels.common import (
     at,
     by_width,
     centered_codes,
-    mm_narrow,
+    gemm_weight,
+    int_mm,
     mm_wide,
-    pad_to,
+    rescale,
+    shifted_codes,
     split_wide,
     step_correction,
     weight_int8,
@@ -32,12 +34,12 @@ from pcr.quant.kernels.common import (
 
 
 class IntLinearParams(NamedTuple):
-    """Tensors of an integer Linear (C8, K8: C_out, in_features padded to multiples of 8)."""
+    """Tensors of an integer Linear (C8: C_out (+1 ones row) and K8: in_features padded to multiples of 8)."""
 
-    weight: Tensor  # [C8, K8] int8  w' = q_w - o_w
-    weight_scale: Tensor  # [C8] f32  s_w
-    weight_dzp: Tensor  # [C8] int32 d_w = o_w - z_w (0 unless 8-bit asymmetric weights)
-    corr: Tensor  # [T, C8] int32 d_x[k] (rowsum(w') + K d_w)
+    weight: Tensor  # [C8, K8] int8  w' = q_w - o_w (then a row of ones when spec.weight_zp)
+    weight_scale: Tensor  # [C_out] f32  s_w
+    weight_dzp: Tensor  # [C_out] f32 d_w = o_w - z_w (0 unless 8-bit asymmetric weights)
+    corr: Tensor  # [T, C_out] f32 d_x[k] (rowsum(w') + K d_w), exact integers
     act_scale: Tensor  # [T] f32
     act_inv_scale: Tensor  # [T] f32
     act_lo: Tensor  # [T] f32 q_min - z_x
@@ -60,14 +62,13 @@ def prepare_linear(weight_codes: Tensor, weight_scale: Tensor, weight_zero_point
     """Everything int_linear needs, from the layer's codes [C_out, K] (unpacked) and per-step tables [T]."""
     c_out, k_in = weight_codes.shape
     w, dzp = weight_int8(weight_codes, weight_zero_point, weight_bits, weight_symmetric)
-    w = pad_to(pad_to(w, 1, 8), 0, 8).contiguous()
+    weight_zp = bool(dzp.any())
     act = act_steps(act_scale.to(w.device), act_zero_point.to(w.device), act_bits, act_symmetric)
-    dzp = pad_to(dzp, 0, 8)
     params = IntLinearParams(
-        weight=w,
-        weight_scale=pad_to(weight_scale.detach().float().reshape(-1).to(w.device), 0, 8),
-        weight_dzp=dzp,
-        corr=step_correction(w, dzp, act, k_in),
+        weight=gemm_weight(w, weight_zp),
+        weight_scale=weight_scale.detach().float().reshape(-1).to(w.device),
+        weight_dzp=dzp.float(),
+        corr=step_correction(w, dzp, act, k_in).float(),  # |corr| < 2^24: exact in float32
         act_scale=act.scale,
         act_inv_scale=act.inv_scale,
         act_lo=act.lo,
@@ -76,24 +77,25 @@ def prepare_linear(weight_codes: Tensor, weight_scale: Tensor, weight_zero_point
         act_narrow=act.narrow,
     )
     wide = any(int(b) > NARROW_MAX_BITS for b in act_bits)
-    return params, IntLinearSpec(k_in, c_out, weight_zp=bool(dzp.any()), wide=wide)
+    return params, IntLinearSpec(k_in, c_out, weight_zp=weight_zp, wide=wide)
 
 
 def int_linear(x: Tensor, k: Tensor, p: IntLinearParams, spec: IntLinearSpec, bias: Tensor | None = None) -> Tensor:
     """F.linear(fake-quantized x at step k, W_hat, bias) on integer codes. x: [..., K] -> [..., C_out]."""
-    lead = x.shape[:-1]
-    c = centered_codes(x.reshape(-1, spec.in_features), at(p.act_inv_scale, k), at(p.act_lo, k), at(p.act_hi, k))
+    lead, c_out = x.shape[:-1], spec.out_features
+    scale = at(p.act_scale, k) * p.weight_scale  # [C_out] s_x s_w
+    b = bias.float() if bias is not None else torch.zeros_like(scale)
+    dzp_scale = scale * p.weight_dzp if spec.weight_zp else None
+    inv, lo, hi, dx = at(p.act_inv_scale, k), at(p.act_lo, k), at(p.act_hi, k), at(p.act_dx, k)
 
-    def narrow(c, w, corr_k, dzp, dx):
-        return mm_narrow((c - dx).to(torch.int8), w, corr_k, dzp, spec.weight_zp).float()
+    def narrow(x2, w, scale, b, corr_k):
+        a = shifted_codes(x2, inv, lo, hi, dx)
+        return rescale(int_mm(a, w), c_out, scale, torch.addcmul(b, corr_k, scale), dzp_scale)
 
-    def wide(c, w, corr_k, dzp, dx):
-        hi, lo = split_wide(c)
-        return mm_wide(hi.to(torch.int8), lo.to(torch.int8), w, dzp, spec.weight_zp)
+    def wide(x2, w, scale, b, corr_k):  # centered codes: no d_x correction
+        hi8, lo8 = split_wide(centered_codes(x2, inv, lo, hi))
+        return rescale(mm_wide(hi8, lo8, w), c_out, scale, b, dzp_scale)
 
-    acc = by_width(at(p.act_narrow, k), spec.wide, narrow, wide, (c, p.weight, at(p.corr, k), p.weight_dzp, at(p.act_dx, k)))
-    y = acc[:, : spec.out_features] * (at(p.act_scale, k) * p.weight_scale[: spec.out_features])
-    if bias is not None:
-        y = y + bias.float()
-    return y.reshape(*lead, spec.out_features).to(x.dtype)
-
+    operands = (x.reshape(-1, spec.in_features), p.weight, scale, b, at(p.corr, k))
+    y = by_width(at(p.act_narrow, k), spec.wide, narrow, wide, operands)
+    return y.reshape(*lead, c_out).to(x.dtype)
