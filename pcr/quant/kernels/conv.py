@@ -33,6 +33,7 @@ from pcr.quant.kernels.common import (
     at,
     by_width,
     centered_codes,
+    clamp_,
     gemm_weight,
     int_mm,
     mm_wide,
@@ -173,7 +174,7 @@ def _onednn(x: Tensor, k: Tensor, p: IntConv2dParams, s: IntConv2dSpec, bias: Te
 
     def narrow(x, w, w_scale, zp, b, zp_lo, zp_hi):  # u = q_x + o_u, zero point z_x + o_u
         zf = zp.float()
-        u = torch.mul(x.view(shape), inv).round_().add_(zf).clamp_(lo + zf, hi + zf).to(torch.uint8)
+        u = clamp_(torch.mul(x.view(shape), inv).round_().add_(zf), lo + zf, hi + zf).to(torch.uint8)
         return conv(u, zp, w, w_scale, b)
 
     def wide(x, w, w_scale, zp, b, zp_lo, zp_hi):  # lo: zero point 0; hi + 128: zero point 128
