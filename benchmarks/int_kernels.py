@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Integer kernels against FP32, layer by layer on the SD 1.5 UNet's own Conv2d and Linear shapes (issue 12).
 
-    python benchmarks/int_kernels.py [--repeats 3] [--quick] [--out benchmarks/results.json]
+    python benchmarks/int_kernels.py [--repeats 3] [--quick] [--compiled] [--out benchmarks/results.json]
 
 The UNet is built from the SD 1.5 config on the meta device (no weights); one forward at 32x32 latents,
 batch 2, records the input shape of every Conv2d and Linear. Per distinct shape, with random weights,
@@ -12,6 +12,8 @@ included in every integer route:
   int_sym   the same with symmetric weights (no weight zero-point term)
   im2col    int_conv2d's im2col + torch._int_mm route, asymmetric weights            (Conv2d only)
   ao        torch.ao's x86 quantized conv (quantized-tensor API, requantized output)  (Conv2d only)
+--compiled: fp32, int and int_sym each under torch.compile(fullgraph=True) (inductor fuses the quantize
+and rescale passes), on the most frequent shape of each layer type; saved as `per_layer_compiled`.
 Writes case `int_kernels` into results.json (`per_layer`, `weight_memory_ratio`), keeping everything else.
 """
 
@@ -156,7 +158,8 @@ def weight_memory(unet, steps: int = STEPS) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="one layer per type, 1 repeat (development)")
+    ap.add_argument("--quick", action="store_true", help="one layer per type (development)")
+    ap.add_argument("--compiled", action="store_true", help="torch.compile'd routes, most frequent shape per type")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -164,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     unet = sd15_unet()
     layers = layer_shapes(unet)
-    if args.quick:
-        layers = list({la["type"]: la for la in sorted(layers, key=lambda la: math.prod(la["input"]))}.values())
+    if args.quick or args.compiled:  # the most frequent shape of each type (ties: the larger input)
+        order = sorted(layers, key=lambda la: (la["count"], math.prod(la["input"])))
+        layers = list({la["type"]: la for la in order}.values())
     g = torch.Generator().manual_seed(0)
     rows = []
     for la in layers:
-        times = time_layer(routes(la, g), args.repeats)
+        fns = routes(la, g)
+        if args.compiled:
+            fns = {n: torch.compile(fn, fullgraph=True) for n, fn in fns.items() if n in ("fp32", "int", "int_sym")}
+        times = time_layer(fns, args.repeats)
         rows.append({k: v for k, v in la.items() if k != "module"} | {"ms": {r: 1e3 * t for r, t in times.items()}})
         print(f"{la['type']:8s} {str(la['input']):22s} x{la['count']:<3d} "
               + " ".join(f"{r}={t * 1e3:.3f}ms" for r, t in times.items()), flush=True)
@@ -183,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind:8s} " + " ".join(f"{n}/fp32={v:.3f}" for n, v in by_type[kind]["ratio_to_fp32"].items()))
     mem = weight_memory(unet)
     print(f"weight memory int8/fp32 = {mem['ratio_w8']:.3f} (4-bit packed: {mem['ratio_w4_packed']:.3f})")
-    case = {"per_layer": {"by_type": by_type, "layers": rows, "latent": 32, "batch": 2, "repeats": args.repeats,
-                          "quick": args.quick, "threads": 1},
-            "weight_memory_ratio": mem["ratio_w8"], "weight_memory": mem, "wall_s": time.perf_counter() - start}
+    key = "per_layer_compiled" if args.compiled else "per_layer"
+    figures = {key: {"by_type": by_type, "layers": rows, "latent": 32, "batch": 2, "repeats": args.repeats,
+                     "quick": args.quick, "threads": 1, "wall_s": time.perf_counter() - start},
+               "weight_memory_ratio": mem["ratio_w8"], "weight_memory": mem}
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    results.setdefault("cases", {})["int_kernels"] = case
+    results.setdefault("cases", {}).setdefault("int_kernels", {}).update(figures)
     results.setdefault("updates", []).append({"command": "int_kernels.py " + " ".join(argv or sys.argv[1:]),
                                               "cases": ["int_kernels"], "at": time.strftime("%Y-%m-%d %H:%M:%S"),
                                               "machine": machine(1)})

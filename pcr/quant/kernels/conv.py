@@ -186,6 +186,8 @@ def _onednn(x: Tensor, k: Tensor, p: IntConv2dParams, s: IntConv2dSpec, bias: Te
     y = by_width(at(p.act_narrow, k), s.wide, narrow, wide, operands)
     if not s.weight_zp:
         return y
+    if g == 1:  # 4-d slices: addcmul writes [N, C_out, Ho, Wo] directly (a 5-d result would need a copy)
+        return torch.addcmul(y[:, :og], y[:, og:], p.zp_scale.reshape(1, og, 1, 1))
     n, _, ho, wo = y.shape
     y5 = y.view(n, g, og + 1, ho, wo)
     return torch.addcmul(y5[:, :, :og], y5[:, :, og:], p.zp_scale.reshape(1, g, og, 1, 1)).reshape(n, -1, ho, wo)
