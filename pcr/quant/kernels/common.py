@@ -11,6 +11,7 @@ The kernels compute the sum exactly in int32 from int8 operands (torch._int_mm, 
     d_x = o_x - z_x (per step),  d_w = o_w - z_w (per channel, 0 unless 8-bit asymmetric weights)
     sum_i (a + d_x)(w' + d_w) = GEMM(a, w') + corr[k, c] + d_w[c] rowsum(a)
     corr[k, c] = d_x[k] (rowsum(w')[c] + K d_w[c])               precomputed per step, [T, C_out] int32
+GEMM + corr is summed in int32; rowsum(a) comes from an extra row of ones in the GEMM weight.
 
 |sum| <= K 255^2 fits int32 for K <= 33025 (int32 wrap-around of the partial sums cancels).
 Wide steps (bits > 8, relaxed steps): centered codes c = q_x - z_x split as c = 128 hi + lo with
@@ -155,8 +156,8 @@ def int_mm(a: Tensor, w: Tensor) -> Tensor:
 def rescale(acc: Tensor, c_out: int, scale: Tensor, offset: Tensor, dzp_scale: Tensor | None) -> Tensor:
     """y = acc[:, :C] * scale + offset (+ rowsum ⊗ d_w scale): [M, C_out] float32 in two passes.
 
-    acc: [M, C8] int32 or float32 (column C_out holds rowsum(a) when dzp_scale is given);
-    scale = s_x s_w, offset = s_x s_w corr[k] + b, dzp_scale = s_x s_w d_w, all [C_out].
+    acc: [M, C8] int32 (with corr[k] added) or float32 (column C_out holds rowsum(a) when
+    dzp_scale is given); scale = s_x s_w, offset = b, dzp_scale = s_x s_w d_w, all [C_out].
     """
     y = torch.addcmul(offset, acc[:, :c_out], scale)
     if dzp_scale is not None:

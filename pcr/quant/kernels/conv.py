@@ -51,7 +51,7 @@ class IntConv2dParams(NamedTuple):
     weight: Tensor  # onednn: prepacked mkldnn tensor [G (Og + zp), Cg, kh, kw]; im2col: [G, Og8, K8] int8, K = (kh, kw, Cg)
     weight_scale: Tensor  # onednn: [G (Og + zp)] f32 as the op reads it (1 on ones channels); im2col: [C_out]
     zp_scale: Tensor  # [C_out] f32 s_w d_w (0 unless 8-bit asymmetric weights)
-    corr: Tensor  # [T, C_out] f32 (im2col route; [T, 0] for onednn)
+    corr: Tensor  # [T, G, Og8] int32, 0 past Og (im2col route; [T, 0] for onednn)
     act_scale: Tensor  # [T] f32
     act_inv_scale: Tensor  # [T] f32
     act_lo: Tensor  # [T] f32
@@ -118,7 +118,8 @@ def prepare_conv2d(weight_codes: Tensor, weight_scale: Tensor, weight_zero_point
     elif route == "im2col":
         w2 = w.permute(0, 2, 3, 1).reshape(c_out, kh * kw * cg)
         weight = torch.stack([gemm_weight(w2[i * og:(i + 1) * og], weight_zp) for i in range(g)])
-        scales, corr = w_scale, step_correction(w2, dzp, act, kh * kw * cg).float()
+        corr = step_correction(w2, dzp, act, kh * kw * cg).reshape(-1, g, og)
+        scales, corr = w_scale, F.pad(corr, (0, weight.shape[1] - og))  # added in int32: exact
     else:
         raise ValueError(f"route={route!r}: use 'onednn' or 'im2col'")
     params = IntConv2dParams(weight, scales, w_scale * dzp.float(), corr, act.scale, act.inv_scale, act.lo, act.hi,
@@ -224,7 +225,7 @@ def _im2col(x: Tensor, k: Tensor, p: IntConv2dParams, s: IntConv2dSpec, bias: Te
 
     def narrow(x, w, scale, b, corr_k):
         a = cols(shifted_codes(x.view(shape), inv, lo, hi, dx))
-        return groups_out([int_mm(a[i], w[i]) for i in range(g)], torch.addcmul(b, corr_k, scale))
+        return groups_out([int_mm(a[i], w[i]).add_(corr_k[i]) for i in range(g)], b)
 
     def wide(x, w, scale, b, corr_k):
         hi8, lo8 = split_wide(centered_codes(x.view(shape), inv, lo, hi))

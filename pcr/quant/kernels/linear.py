@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from pcr.quant.kernels.common import (
@@ -39,7 +40,7 @@ class IntLinearParams(NamedTuple):
     weight: Tensor  # [C8, K8] int8  w' = q_w - o_w (then a row of ones when spec.weight_zp)
     weight_scale: Tensor  # [C_out] f32  s_w
     weight_dzp: Tensor  # [C_out] f32 d_w = o_w - z_w (0 unless 8-bit asymmetric weights)
-    corr: Tensor  # [T, C_out] f32 d_x[k] (rowsum(w') + K d_w), exact integers
+    corr: Tensor  # [T, C8] int32 d_x[k] (rowsum(w') + K d_w), 0 past C_out
     act_scale: Tensor  # [T] f32
     act_inv_scale: Tensor  # [T] f32
     act_lo: Tensor  # [T] f32 q_min - z_x
@@ -64,11 +65,13 @@ def prepare_linear(weight_codes: Tensor, weight_scale: Tensor, weight_zero_point
     w, dzp = weight_int8(weight_codes, weight_zero_point, weight_bits, weight_symmetric)
     weight_zp = bool(dzp.any())
     act = act_steps(act_scale.to(w.device), act_zero_point.to(w.device), act_bits, act_symmetric)
+    weight = gemm_weight(w, weight_zp)
+    corr = step_correction(w, dzp, act, k_in)
     params = IntLinearParams(
-        weight=gemm_weight(w, weight_zp),
+        weight=weight,
         weight_scale=weight_scale.detach().float().reshape(-1).to(w.device),
         weight_dzp=dzp.float(),
-        corr=step_correction(w, dzp, act, k_in).float(),  # |corr| < 2^24: exact in float32
+        corr=F.pad(corr, (0, weight.shape[0] - c_out)),  # added in int32: exact
         act_scale=act.scale,
         act_inv_scale=act.inv_scale,
         act_lo=act.lo,
@@ -90,7 +93,7 @@ def int_linear(x: Tensor, k: Tensor, p: IntLinearParams, spec: IntLinearSpec, bi
 
     def narrow(x2, w, scale, b, corr_k):
         a = shifted_codes(x2, inv, lo, hi, dx)
-        return rescale(int_mm(a, w), c_out, scale, torch.addcmul(b, corr_k, scale), dzp_scale)
+        return rescale(int_mm(a, w).add_(corr_k), c_out, scale, b, dzp_scale)
 
     def wide(x2, w, scale, b, corr_k):  # centered codes: no d_x correction
         hi8, lo8 = split_wide(centered_codes(x2, inv, lo, hi))

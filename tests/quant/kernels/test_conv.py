@@ -14,6 +14,7 @@ CONVS = [  # (C_in, C_out, kernel, stride, padding, dilation, groups, padding_mo
     (5, 7, (4, 2), (2, 1), (1, 0), 1, 1, "zeros", 10, 7),
     (4, 8, 3, 1, "same", 1, 2, "zeros", 6, 6),
     (3, 4, 3, 2, 1, 1, 1, "reflect", 8, 9),
+    (320, 24, 3, 1, 1, 1, 1, "zeros", 6, 5),  # SD-sized K = 2880
 ]
 
 
