@@ -68,10 +68,6 @@ def act_steps(scale: Tensor, zero_point: Tensor, bits: Tensor | Sequence[int], s
     )
 
 
-def act_offset(symmetric: bool) -> int:
-    return 0 if symmetric else 128
-
-
 def at(t: Tensor, k: Tensor) -> Tensor:
     """Row k of a per-step table, k a 0-d integer tensor, without reading k on the host.
 
