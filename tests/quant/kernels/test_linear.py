@@ -3,7 +3,7 @@ import torch
 from kernels_testlib import STEP_BITS, act_state, assert_agrees, linear_ref, weight_state
 
 from pcr.quant.affine import params_from_range
-from pcr.quant.kernels import int_linear, pack_int4, prepare_linear, unpack_int4
+from pcr.quant.kernels import int_linear, prepare_linear
 
 
 @pytest.mark.parametrize("w_bits,w_sym,a_sym", [(8, False, False), (8, True, False), (4, False, False),
@@ -35,16 +35,6 @@ def test_int_linear_without_bias_and_all_narrow_steps():
     ref = linear_ref(x, w, None, w_scale=w_scale, w_zp=w_zp, w_bits=8, w_sym=False, a_scale=a_scale, a_zp=a_zp,
                      a_bits=a_bits, a_sym=False, k=1)
     assert_agrees(int_linear(x, torch.tensor(1), p, spec), ref)
-
-
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_int4_pack_roundtrip(symmetric):
-    codes = torch.randint(-8 if symmetric else 0, 8 if symmetric else 16, (5, 7),
-                          dtype=torch.int8 if symmetric else torch.uint8)
-    packed = pack_int4(codes)
-    assert packed.dtype == torch.uint8 and packed.numel() == 18
-    assert int(packed[0]) == (int(codes[0, 0]) & 0xF) | (int(codes[0, 1]) & 0xF) << 4
-    torch.testing.assert_close(unpack_int4(packed, codes.shape, symmetric), codes, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("w_sym", [False, True])
