@@ -25,6 +25,7 @@ from pcr.config import Params, read_prompts
 from pcr.distributed import batches, model_device, process_state, share
 from pcr.models.conditioning import select
 from pcr.pipeline import load_scheduler
+from pcr.quant.kernels.layers import describe, use_kernels
 from pcr.quant.qmap import QuantMap
 from pcr.quant.serialize import ARTIFACT_FILES, QUANT_CONFIG, load_quantized
 from pcr.quant.step import step_counter
@@ -134,10 +135,14 @@ def generate(params: Params, quantized: str | Path, reference_path: str | Path, 
     if not torch.equal(sampler.timesteps.double().cpu(), counter.timesteps.cpu()):
         raise StoreError(f"{quantized} was calibrated at timesteps {counter.timesteps.tolist()}, model.steps={model.steps} gives "
                          f"{sampler.timesteps.tolist()}: rerun export")
+    kernels = use_kernels(pipe.unet, params.generate.kernels)  # after load_sampler: on the model's device
+    if state.is_main_process:
+        print(describe(kernels, params.generate.kernels))
     schedule = qmap.meta["schedule"]
     weight_bits = max(spec.weight_bits for spec in qmap.layers.values())
     write_images(params, pipe, sampler, out, "generated", progress, inputs=[Path(quantized) / f for f in ARTIFACT_FILES],
-                 schedule=schedule["bits"], average_bits=schedule["average_bits"], weight_bits=weight_bits)
+                 schedule=schedule["bits"], average_bits=schedule["average_bits"], weight_bits=weight_bits,
+                 kernels=params.generate.kernels, kernels_summary=kernels)
     if not state.is_main_process:
         return
     label = f"W{weight_bits}A{schedule['average_bits']:g}"

@@ -3,7 +3,7 @@
 metrics.json (flat keys for the standard set, a nested block per other set):
     fid_fp32, kid_fp32, fid_real, kid_real, clip_score, clip_score_fp32, psnr_fp32, ssim_fp32,
     color_acc / shape_acc / background_acc / all_acc on the demo (the judge), average_bits,
-    feature_network; `fp32`: the same metrics of the FP32 images themselves (the table's FP32 row)
+    feature_network, kernels and kernels_summary (layers run int / fake, fallback reasons); `fp32`: the same metrics of the FP32 images themselves (the table's FP32 row)
 plots/step_error.csv: relative L2 error of the quantized calibration trajectory per step,
     ||x̂_k - x_k|| / ||x_k||, against the FP32 one (the accumulated error PCR targets).
 """
@@ -84,6 +84,9 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
             metrics[name] = m
     metrics["average_bits"] = gen.attrs["average_bits"]
     metrics["weight_bits"] = gen.attrs["weight_bits"]
+    if "kernels_summary" in gen.attrs:  # stores generated before the int kernels lack it
+        metrics["kernels"] = gen.attrs["kernels"]
+        metrics["kernels_summary"] = gen.attrs["kernels_summary"]
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
     rows = step_error(traj_path, calib_path)
