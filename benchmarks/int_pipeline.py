@@ -69,12 +69,10 @@ def memory(fp32: torch.nn.Module, int_unet: torch.nn.Module) -> dict:
     return {"fp32_bytes": f, "int_bytes": i, "int_path_bytes": path, "ratio": i / f, "int_path_ratio": path / f}
 
 
-def shared_twin(unet: torch.nn.Module, qmap: QuantMap, config: dict) -> torch.nn.Module:
+def shared_twin(unet: torch.nn.Module, qmap: QuantMap) -> torch.nn.Module:
     """A second quantized UNet holding the same tensors as `unet` (built on meta, tensors assigned)."""
-    from diffusers import UNet2DConditionModel
-
     with torch.device("meta"):
-        twin = UNet2DConditionModel(**config)
+        twin = type(unet).from_config(unet.config)
     apply_quant_map(twin, qmap)
     twin.load_state_dict(unet.state_dict(), strict=True, assign=True)
     step_counter(twin).index = torch.zeros(1, dtype=torch.long)
@@ -105,7 +103,7 @@ def sd_unet(repeats: int) -> dict:
     for m in qmodules(q).values():
         for k in range(len(timesteps)):
             m.input_quant.set_step(k, -1 - 3 * torch.rand((), generator=g), 1 + 3 * torch.rand((), generator=g))
-    fake, int_unet = q, shared_twin(q, qmap, SD15)
+    fake, int_unet = q, shared_twin(q, qmap)
     t = time.perf_counter()
     summary = use_kernels(int_unet, "int")
     prepare_s = time.perf_counter() - t
