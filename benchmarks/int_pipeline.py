@@ -6,6 +6,7 @@
 sd_unet: the SD 1.5-config UNet2DConditionModel with random weights (seed 0), quantized W8A8 with
     quantize_model (params.yaml's defaults: asymmetric weights, conv_in/conv_out float, minmax weights)
     and random per-step ranges (set_step, T=25), one forward at 32x32 latents, batch 2, one thread.
+    Ratios are paired: the median over repeats of t / t_fp32 within one round (a load change cancels).
     fp32 / fake / int / int_sym UNets are timed interleaved; fake and int share the stored codes; int_sym
     is the int UNet with symmetric weights (same activations): the eager cost of the weight zero point.
 demo_pipeline: the stock StableDiffusionPipeline of data/demo/pipeline, one call (4 prompts, DDIM 25
@@ -34,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int_kernels import SD15, STEPS  # noqa: E402
-from run import interleave, machine, median  # noqa: E402
+from run import interleave, machine, median, paired_ratio  # noqa: E402
 
 import pcr  # noqa: E402
 from pcr.config import QuantConfig  # noqa: E402
@@ -79,14 +80,17 @@ def shared_twin(unet: torch.nn.Module, qmap: QuantMap) -> torch.nn.Module:
     return twin.eval()
 
 
-def timed(fns: dict, repeats: int) -> dict:
+def timed(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """(median ms of each fn, paired ratio of each to fp32: median over repeats of t / t_fp32 of the same round)."""
     with torch.no_grad():
         for fn in fns.values():  # warm-up (and compilation)
             fn()
         times = interleave(fns, repeats)
     ms = {n: 1e3 * median(ts) for n, ts in times.items()}
-    print("  " + " ".join(f"{n}={v:.1f}ms" for n, v in ms.items()), flush=True)
-    return ms
+    ratios = {n: paired_ratio(ts, times["fp32"]) for n, ts in times.items() if n != "fp32"}
+    print("  " + " ".join(f"{n}={v:.1f}ms" for n, v in ms.items()) + "  " + " ".join(f"{n}/fp32={r:.3f}" for n, r in ratios.items()),
+          flush=True)
+    return ms, ratios
 
 
 @torch.no_grad()
@@ -115,11 +119,10 @@ def sd_unet(repeats: int) -> dict:
     use_kernels(int_sym, "int")
     x = torch.randn(2, 4, 32, 32, generator=g)
     c = torch.randn(2, 77, SD15["cross_attention_dim"], generator=g)
-    ms = timed({name: (lambda u=u: u(x, timesteps[0], encoder_hidden_states=c)) for name, u in
-                (("fp32", fp32), ("fake", fake), ("int", int_unet), ("int_sym", int_sym))}, repeats)
+    ms, r = timed({name: (lambda u=u: u(x, timesteps[0], encoder_hidden_states=c)) for name, u in
+                   (("fp32", fp32), ("fake", fake), ("int", int_unet), ("int_sym", int_sym))}, repeats)
     mem = memory(fp32, int_unet)
-    return {"ms": ms, "int_ratio": ms["int"] / ms["fp32"], "fake_ratio": ms["fake"] / ms["fp32"],
-            "int_sym_ratio": ms["int_sym"] / ms["fp32"], "memory": mem,
+    return {"ms": ms, "int_ratio": r["int"], "fake_ratio": r["fake"], "int_sym_ratio": r["int_sym"], "memory": mem,
             "summary": summary, "use_kernels_s": prepare_s, "latent": 32, "batch": 2, "steps": len(timesteps)}
 
 
@@ -173,8 +176,8 @@ def demo_pipeline(repeats: int, quantized: Path | None, compiled: bool) -> dict:
                             generator=torch.Generator().manual_seed(0))
 
     print("demo_pipeline:", flush=True)
-    ms = timed({n: call(p) for n, p in pipes.items()}, repeats)
-    out = {"ms": ms, "int_ratio": ms["int"] / ms["fp32"], "fake_ratio": ms["fake"] / ms["fp32"], "prompts": len(PROMPTS),
+    ms, r = timed({n: call(p) for n, p in pipes.items()}, repeats)
+    out = {"ms": ms, "int_ratio": r["int"], "fake_ratio": r["fake"], "prompts": len(PROMPTS),
            "steps": steps, "summary": pipes["int"].unet.pcr_kernels, "memory": memory(fp32.unet, pipes["int"].unet),
            "artifact": "built in-process (fp32 min/max ranges)" if built else str(quantized)}
     if compiled:
@@ -182,8 +185,8 @@ def demo_pipeline(repeats: int, quantized: Path | None, compiled: bool) -> dict:
         for name in ("fp32", "int"):
             pipes[name].unet = torch.compile(pipes[name].unet, fullgraph=True)
         t = time.perf_counter()
-        cms = timed({n: call(pipes[n]) for n in ("fp32", "int")}, repeats)
-        out["compiled"] = {"ms": cms, "int_ratio": cms["int"] / cms["fp32"], "int_vs_eager_fp32": cms["int"] / ms["fp32"],
+        cms, cr = timed({n: call(pipes[n]) for n in ("fp32", "int")}, repeats)
+        out["compiled"] = {"ms": cms, "int_ratio": cr["int"], "int_vs_eager_fp32": cms["int"] / ms["fp32"],
                            "wall_s_with_compile": time.perf_counter() - t, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
     tmp.cleanup()
     return out
