@@ -151,9 +151,11 @@ class EvalConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     grid_images: int = 8  # FP32 / quantized pairs shown in grid.png
+    kernels: str = "fake"  # fake (reference) | int (integer kernels, pcr.quant.kernels.use_kernels)
 
     def __post_init__(self):
         _positive("generate.grid_images", self.grid_images)
+        _choice("generate.kernels", self.kernels, ("fake", "int"))
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 from pcr.config import Params
+from pcr.distributed import process_state
 from pcr.errors import StoreError
 from pcr.images import load_for_process, write_images
 from pcr.pipeline import load_scheduler
+from pcr.quant.kernels.layers import describe, use_kernels
 from pcr.quant.qmap import QuantMap
 from pcr.quant.serialize import ARTIFACT_FILES, QUANT_CONFIG, load_quantized
 from pcr.quant.step import step_counter
@@ -30,8 +32,12 @@ def generate(params: Params, quantized: str | Path, reference_path: str | Path, 
     if not torch.equal(sampler.timesteps.double().cpu(), calibrated.cpu()):
         raise StoreError(f"{quantized} was calibrated at timesteps {calibrated.tolist()}, model.steps={params.model.steps} gives "
                          f"{sampler.timesteps.tolist()}: rerun export")
+    kernels = use_kernels(pipe.unet, params.generate.kernels)  # after load_sampler: on the model's device
+    if process_state(params.model.device).is_main_process:
+        print(describe(kernels, params.generate.kernels))
     schedule = qmap.meta["schedule"]
     weight_bits = max(spec.weight_bits for spec in qmap.layers.values())
     write_images(params, pipe, sampler, out, "generated", reference_store.attrs["prompts"], reference_store.attrs["seed"],
                  progress, inputs=[Path(quantized) / f for f in ARTIFACT_FILES], schedule=schedule["bits"],
-                 average_bits=schedule["average_bits"], weight_bits=weight_bits)
+                 average_bits=schedule["average_bits"], weight_bits=weight_bits, kernels=params.generate.kernels,
+                 kernels_summary=kernels)

@@ -1,10 +1,12 @@
 """The quantized model in the stock diffusers pipeline.
 
-    pipe = pcr.load_pipeline("path/to/sd-model", "outputs/quantized")
+    pipe = pcr.load_pipeline("path/to/sd-model", "outputs/quantized", kernels="int")
     images = pipe(prompt, num_inference_steps=pipe.unet.pcr_step.num_inference_steps).images
 
 The text encoders, tokenizers and VAE come from the float model's folder; the UNet and the calibrated
-scheduler from the artifact (the float UNet's weights are never read).
+scheduler from the artifact (the float UNet's weights are never read). kernels="int" runs the
+quantized layers on integer kernels (pcr.quant.kernels.use_kernels; "fake", the default, is the
+reference); the summary is printed and kept as `pipe.unet.pcr_kernels`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from diffusers import DiffusionPipeline, SchedulerMixin
 
 from pcr.errors import StoreError
 from pcr.models.load import DTYPE_KWARG, PIPELINE_CLASSES, inspect_model_dir
+from pcr.quant.kernels.layers import KERNELS, describe, use_kernels
 from pcr.quant.qmap import QuantMap
 from pcr.quant.serialize import QUANT_CONFIG, SCHEDULER_CONFIG, SCHEDULER_DIR, load_quantized
 
@@ -37,12 +40,16 @@ def load_scheduler(quantized_path: str | Path) -> SchedulerMixin:
     return cls.from_config(config)
 
 
-def load_pipeline(model_path: str | Path, quantized_path: str | Path, **from_pretrained_kwargs: Any) -> DiffusionPipeline:
+def load_pipeline(model_path: str | Path, quantized_path: str | Path, kernels: str = "fake",
+                  **from_pretrained_kwargs: Any) -> DiffusionPipeline:
     """A stock StableDiffusionPipeline / StableDiffusionXLPipeline with the quantized UNet and calibrated scheduler.
 
     from_pretrained_kwargs go to the pipeline's `from_pretrained` (e.g. `torch_dtype=torch.float16`);
     the UNet is cast to that dtype too, its quantization scales stay float32. Local files only.
+    kernels: "fake" | "int" (layers the int path cannot run stay fake, named in the printed summary).
     """
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels={kernels!r} is not allowed: choose one of {list(KERNELS)}")
     info = inspect_model_dir(model_path)
     QuantMap.load(Path(quantized_path) / QUANT_CONFIG)  # a bad artifact fails before any weight is read
     dtype = from_pretrained_kwargs.get(DTYPE_KWARG, from_pretrained_kwargs.get("torch_dtype"))
@@ -51,4 +58,7 @@ def load_pipeline(model_path: str | Path, quantized_path: str | Path, **from_pre
     if info.family == "sd":
         kwargs.setdefault("safety_checker", None)
         kwargs.setdefault("requires_safety_checker", False)
-    return PIPELINE_CLASSES[info.family].from_pretrained(info.path, unet=unet, scheduler=load_scheduler(quantized_path), **kwargs)
+    pipe = PIPELINE_CLASSES[info.family].from_pretrained(info.path, unet=unet, scheduler=load_scheduler(quantized_path), **kwargs)
+    pipe.unet.pcr_kernels = use_kernels(pipe.unet, kernels)  # after loading: derived buffers on the final device
+    print(describe(pipe.unet.pcr_kernels, kernels))
+    return pipe

@@ -10,7 +10,8 @@ metrics.json (flat keys for the standard set, a nested block per other set):
     fid_fp32, kid_fp32, fid_real, kid_real, clip_score, clip_score_fp32, psnr_fp32, ssim_fp32,
     color_acc / shape_acc / background_acc / all_acc on the demo (the judge), each X with X_ci95 [lo, hi],
     X_ci95_lo and X_ci95_hi (paired bootstrap, `score.bootstrap` replicates); average_bits, weight_bits,
-    final_step_error, feature_network; `fp32`: the FP32 images' own figures (the table's FP32 row)
+    final_step_error, feature_network, kernels and kernels_summary (layers run int / fake, fallback
+    reasons); `fp32`: the FP32 images' own figures (the table's FP32 row)
 samples/<set>/: the per-sample data (layout in pcr/metrics/samples.py), for `pcr compare`.
 plots/step_error.csv: relative L2 error of the quantized calibration trajectory per step,
     ||x̂_k - x_k|| / ||x_k||, against the FP32 one (the accumulated error PCR targets).
@@ -129,6 +130,9 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
             metrics[name] = m
     metrics["average_bits"] = gen.attrs["average_bits"]
     metrics["weight_bits"] = gen.attrs["weight_bits"]
+    if "kernels_summary" in gen.attrs:  # stores generated before the int kernels lack it
+        metrics["kernels"] = gen.attrs["kernels"]
+        metrics["kernels_summary"] = gen.attrs["kernels_summary"]
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
     rows = step_error(traj_path, calib_path)
