@@ -133,6 +133,7 @@ class QModuleMixin:
                                                       dtype=storage_dtype(weight_bits, weight_symmetric), device=dev))
         q.register_buffer("weight_scale", torch.ones(c_out, device=dev))
         q.register_buffer("weight_zero_point", torch.zeros(c_out, dtype=torch.int32, device=dev))
+        q.register_buffer("weight_hat", None, persistent=False)  # derived: W_hat for the fake kernel, see refresh_weight_hat
         q.input_quant = ActQuantizer(num_steps, act_bits, act_symmetric, counter).to(dev)
         if observer is not None:
             q.set_weight(module.weight.detach(), observer)
@@ -155,6 +156,28 @@ class QModuleMixin:
         self.weight_codes.copy_(pack(codes, self.weight_bits, self.weight_symmetric))
         self.weight_scale.copy_(scale)
         self.weight_zero_point.copy_(zero_point)
+        self.refresh_weight_hat()
+
+    @torch.no_grad()
+    def refresh_weight_hat(self) -> None:
+        """Derive W_hat from the codes once (a non-persistent buffer), so the fake kernel does not dequantize
+        the weight on every call (calibration runs it twice per step). Called whenever the codes change:
+        `set_codes`, `load_state_dict`; the int kernels drop it (their int8 weights hold the codes)."""
+        stored = self._buffers.get("weight_codes")
+        if stored is None or stored.is_meta:
+            self._buffers["weight_hat"] = None
+            return
+        codes = unpack(stored, self.weight_bits, self.weight_symmetric, self.weight_shape)
+        dtype = self.bias.dtype if self.bias is not None else torch.float32
+        self._buffers["weight_hat"] = dequantize(codes, self.weight_scale, self.weight_zero_point, axis=0).to(dtype)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.refresh_weight_hat()
+
+    def fake_weight(self, dtype: torch.dtype) -> Tensor:
+        w = self._buffers.get("weight_hat")
+        return (w if w is not None else self.dequantized_weight()).to(dtype)
 
     def codes(self) -> Tensor:
         """Integer weight codes in the weight's shape (unpacked)."""
@@ -177,7 +200,7 @@ class QLinear(QModuleMixin, nn.Linear):
         return cls(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.input_quant(x), self.dequantized_weight(x.dtype), self.bias)
+        return F.linear(self.input_quant(x), self.fake_weight(x.dtype), self.bias)
 
 
 class QConv2d(QModuleMixin, nn.Conv2d):
@@ -187,7 +210,7 @@ class QConv2d(QModuleMixin, nn.Conv2d):
                    dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode, device="meta")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.input_quant(x), self.dequantized_weight(x.dtype), self.bias)
+        return self._conv_forward(self.input_quant(x), self.fake_weight(x.dtype), self.bias)
 
 
 QMODULES: dict[type[nn.Module], type[nn.Module]] = {nn.Linear: QLinear, nn.Conv2d: QConv2d}

@@ -44,6 +44,7 @@ class IntKernelMixin:
         for field, t in params._asdict().items():
             self.register_buffer(PREFIX + field, t, persistent=False)
         self._buffers["weight_codes"] = None
+        self._buffers["weight_hat"] = None  # the fake kernel's float weight: not kept beside the int8 one
 
     def drop_int(self) -> None:
         """Restore the stored codes from the int8 weights and remove the int state."""
@@ -52,6 +53,7 @@ class IntKernelMixin:
         for field in self.params_type._fields:
             self._buffers.pop(PREFIX + field, None)
         self.__dict__.pop("int_spec", None)
+        self.refresh_weight_hat()
 
     def codes(self) -> Tensor:
         """Integer weight codes in the weight's shape, from the int8 weights: w' + o_w (see kernels/common.py)."""
