@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcr.quant.affine import check_bits, dequantize, params_from_range, quantize
+from pcr.quant.affine import check_bits, dequantize, params_from_range, qrange, quantize
 from pcr.quant.observers import Observer
 from pcr.quant.packing import pack, storage_dtype, storage_shape, unpack
 from pcr.quant.step import StepCounter
@@ -35,7 +35,7 @@ def fake_quantize_at(x: Tensor, s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
 
     Equal to (clamp(round(x/s) + z, q_min, q_max) - z) * s for codes below 2^24, and bit for bit what
     torch's fake_quantize_per_tensor_affine gives (the same float32 1/s, the same half-to-even rounding).
-    s, lo, hi: [1] tensors.
+    s: [1]; lo, hi: [1] tensors or Python ints.
     """
     return torch.mul(x.float(), 1.0 / s).round_().clamp_(lo, hi).mul_(s)
 
@@ -100,8 +100,15 @@ class ActQuantizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.enabled:
             return x
-        s, z, q_min, q_max = self.step_params()
-        return fake_quantize_at(x, s, q_min - z, q_max - z).to(x.dtype)
+        if self._counter is None:
+            raise RuntimeError("this quantizer has no step counter: build quantized layers with pcr.quant.quantize_model")
+        if x.is_cuda or torch.compiler.is_compiling():  # tensors all the way: no host sync, one graph for all steps
+            s, z, q_min, q_max = self.step_params()
+            return fake_quantize_at(x, s, q_min - z, q_max - z).to(x.dtype)
+        # eager on the CPU: reading k, z and b is free, and scalar bounds save the small tensor ops per layer
+        k = int(self._counter.index)
+        z, (q_min, q_max) = int(self.zero_point[k]), qrange(int(self.bits[k]), self.symmetric)
+        return fake_quantize_at(x, self.scale[k : k + 1], q_min - z, q_max - z).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"steps={self.num_steps}, bits={sorted(set(self.bits.tolist()))}, symmetric={self.symmetric}"
