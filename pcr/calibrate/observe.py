@@ -1,6 +1,6 @@
 """Recording layer inputs during a forward pass, as a context manager.
 
-    with StatsRecorder(unet, names, histogram=True) as rec:
+    with StatsRecorder(unet, names, histogram=True, ema_constant=0.01) as rec:
         rec.start()                  # a fresh RunningStats per layer (one sampling step)
         unet(...)                    # every named layer's input feeds its RunningStats
     stats = rec.stats                # hooks are gone once the block exits
@@ -18,14 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from pcr.quant.observers import RunningStats
-from pcr.quant.observers.stats import rebin
+from pcr.quant.observers.stats import EMA_CONSTANT, rebin
 
 STAT_NAMES = ("min", "max", "ema_min", "ema_max")
 
 
 class StatsRecorder:
-    def __init__(self, model: nn.Module, names: Sequence[str], *, histogram: bool):
-        self.model, self.names, self.histogram = model, list(names), histogram
+    def __init__(self, model: nn.Module, names: Sequence[str], *, histogram: bool, ema_constant: float = EMA_CONSTANT):
+        self.model, self.names, self.histogram, self.ema_constant = model, list(names), histogram, ema_constant
         self.stats: dict[str, RunningStats] = {}
         self.capture_layers: set[str] = set()
         self.capture_rows: slice | None = None
@@ -45,7 +45,7 @@ class StatsRecorder:
 
     def start(self) -> None:
         """Begin a new sampling step: fresh statistics, nothing captured."""
-        self.stats = {n: RunningStats(histogram=self.histogram) for n in self.names}
+        self.stats = {n: RunningStats(histogram=self.histogram, ema_constant=self.ema_constant) for n in self.names}
         self.captured = {}
 
     def _hook(self, name: str):

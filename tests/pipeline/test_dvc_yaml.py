@@ -8,7 +8,7 @@ from depgraph import ROOT, closure
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = {
-    "collect": ["model", "collect"], "reference": ["model", "eval"], "calibrate": ["model", "quant", "calibrate"],
+    "collect": ["model", "collect", "quant.ema_constant"], "reference": ["model", "eval"], "calibrate": ["model", "quant", "calibrate"],
     "relax": ["relax"], "generate": ["model", "eval", "generate"], "score": ["score"],
 }
 LAUNCHED = {"collect", "reference", "generate"}
