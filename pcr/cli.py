@@ -35,6 +35,15 @@ def collect(params: Path = ParamsOpt, out: Path = OUT / "trajectories.zarr") -> 
 
 
 @app.command()
+def weights(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories.zarr", out: Path = OUT / "weights.safetensors",
+            losses: Path = OUT / "weights_loss.csv") -> None:
+    """Quantized weights of every chosen layer: round to nearest, or AdaRound reconstruction (quant.weight_method)."""
+    from pcr.weights.run import weights as run
+
+    stage.run(lambda: run(_params(params), trajectories, out, losses))
+
+
+@app.command()
 def reference(params: Path = ParamsOpt, out: Path = OUT / "reference.zarr") -> None:
     """FP32 images of the evaluation prompts, with the evaluation seeds."""
     from pcr.generate import reference as run

@@ -9,6 +9,7 @@ from depgraph import ROOT, closure
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = {
     "collect": ["model", "collect", "quant.ema_constant"], "reference": ["model", "eval"], "calibrate": ["model", "quant", "calibrate"],
+    "weights": ["model"] + [f"quant.{k}" for k in ("weight_bits", "weight_symmetric", "weight_observer", "weight_method", "recon", "include", "exclude", "keep_float")],
     "relax": ["relax"], "generate": ["model", "eval", "generate"], "score": ["score"],
 }
 LAUNCHED = {"collect", "reference", "generate"}
