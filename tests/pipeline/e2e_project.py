@@ -15,7 +15,7 @@ from depgraph import ROOT
 
 from pcr.models.tiny import build_tiny_clip
 
-STAGES = ["collect", "reference", "calibrate", "relax", "generate", "score"]
+STAGES = ["collect", "weights", "reference", "calibrate", "relax", "generate", "score"]
 PROMPTS = ["a red circle", "a blue square", "a green circle", "a gray square", "a small red square"]
 Project = tuple[Path, dict]
 
