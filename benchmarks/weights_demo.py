@@ -6,7 +6,7 @@ after calibrate quantizes it (everything else is the pipeline's own code). Reuse
 <dir>/w<bits>_<method>.safetensors (and .csv) when present, else runs the weights stage.
 
     python benchmarks/weights_demo.py [--params params.yaml] [--trajectories outputs/trajectories.zarr] [--dir outputs/weights_demo]
-        [--bits 4 8] [--out benchmarks/weights_demo.json]
+        [--bits 4 8] [--methods rtn adaround] [--out benchmarks/weights_demo.json]
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--trajectories", default="outputs/trajectories.zarr")
     ap.add_argument("--dir", default="outputs/weights_demo")
     ap.add_argument("--bits", type=int, nargs="+", default=[4, 8])
+    ap.add_argument("--methods", nargs="+", default=["rtn", "adaround"])
     ap.add_argument("--out", default="benchmarks/weights_demo.json")
     args = ap.parse_args()
     torch.set_flush_denormal(True)
@@ -66,7 +67,7 @@ def main() -> None:
         reference(base, ref, progress=False)
     results = {}
     for bits in args.bits:
-        for method in ("rtn", "adaround"):
+        for method in args.methods:
             tag = f"w{bits}_{method}"
             params = dataclasses.replace(base, quant=dataclasses.replace(base.quant, weight_bits=bits, weight_method=method))
             w, losses = d / f"{tag}.safetensors", d / f"{tag}.csv"
@@ -94,7 +95,9 @@ def main() -> None:
                 results[tag]["units_improved"] = sum(a < r for a, r in zip(ada_mse, rtn_mse, strict=True))
                 results[tag]["median_unit_mse_ratio"] = sorted(a / r for a, r in zip(ada_mse, rtn_mse, strict=True))[len(rows) // 2]
             print(tag, json.dumps(results[tag]))
-    Path(args.out).write_text(json.dumps({"params": args.params, "results": results}, indent=1))
+    out = Path(args.out)
+    old = json.loads(out.read_text())["results"] if out.exists() else {}
+    out.write_text(json.dumps({"params": args.params, "results": old | results}, indent=1))
 
 
 if __name__ == "__main__":

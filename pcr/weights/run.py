@@ -1,5 +1,6 @@
 """The `weights` stage: quantized weights of every chosen layer -> weights.safetensors (+ a per-unit loss CSV).
 
+The UNet runs in float32 whatever model.dtype (the official code reconstructs in float32 too).
 rtn: round to nearest, no data. adaround: AdaRound per reconstruction unit (reconstruct.py) on block inputs
 captured by running the float UNet on collect's stored trajectories (`quant.recon.num_samples` samples at
 `quant.recon.num_steps` steps): no extra generation.
@@ -16,7 +17,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def step_indices(T: int, num_steps: int | None) -> list[int]:
 
 def weights(params: Params, trajectories: str | Path, out: str | Path, losses: str | Path, progress: bool = True) -> None:
     q = params.quant
-    pipe, sampler = load_sampler(params.model)
+    pipe, sampler = load_sampler(replace(params.model, dtype="float32"))  # AdaRound learns in float32, as the official code
     unet = pipe.unet.requires_grad_(False)
     names = select_layers(unet, q.include, q.exclude, q.keep_float)
     meta = settings(params)
