@@ -43,6 +43,15 @@ def collect(params: Path = ParamsOpt, out: Path = OUT / "trajectories.zarr") -> 
 
 
 @app.command()
+def weights(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories.zarr", out: Path = OUT / "weights.safetensors",
+            losses: Path = OUT / "weights_loss.csv") -> None:
+    """Quantized weights of every chosen layer: round to nearest, or AdaRound reconstruction (quant.weight_method)."""
+    from pcr.weights.run import weights as run
+
+    stage.run(lambda: run(_params(params), trajectories, out, losses))
+
+
+@app.command()
 def reference(params: Path = ParamsOpt, out: Path = OUT / "reference.zarr") -> None:
     """FP32 images of the evaluation prompts, with the evaluation seeds."""
     from pcr.images import reference as run
@@ -53,11 +62,11 @@ def reference(params: Path = ParamsOpt, out: Path = OUT / "reference.zarr") -> N
 @app.command()
 def calibrate(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories.zarr", out: Path = OUT / "calib.zarr",
               qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json",
-              activations: Path = OUT / "activations.zarr") -> None:
+              activations: Path = OUT / "activations.zarr", weights: Path = OUT / "weights.safetensors") -> None:
     """Quantize weights once; calibrate activations per step (progressive | fp32 | shared)."""
     from pcr.calibrate.run import calibrate as run
 
-    stage.run(lambda: run(_params(params), trajectories, out, qparams, qconfig, activations))
+    stage.run(lambda: run(_params(params), trajectories, out, qparams, qconfig, activations, weights))
 
 
 @app.command()

@@ -73,7 +73,7 @@ def collect(params: Params, out: str | Path, prompts: list[str] | None = None, p
         x[i] = sampler.initial_noise([cfg.seed + j for j in range(b.start, b.stop)])  # x_T
         store["x"][0, b] = x[i].numpy()
     schedulers = {i: sampler.new_scheduler() for i in mine}
-    with StatsRecorder(pipe.unet, layers, histogram=True) as rec:
+    with StatsRecorder(pipe.unet, layers, histogram=True, ema_constant=params.quant.ema_constant) as rec:
         for k in tqdm(range(T), desc="collect (fp32)", disable=not progress or not state.is_main_process):
             per_batch = {}
             for i in mine:
@@ -84,7 +84,8 @@ def collect(params: Params, out: str | Path, prompts: list[str] | None = None, p
                 per_batch[i] = rec.stats
                 store["x"][k + 1, b] = x[i].numpy()
                 store["model_output"][k, b] = e.cpu().numpy()
-            stats = reduce_step_stats(per_batch, len(all_batches), layers, state, histogram=True)
+            stats = reduce_step_stats(per_batch, len(all_batches), layers, state, histogram=True,
+                                      ema_constant=params.quant.ema_constant)
             if state.is_main_process:
                 write_stats(store, k, stats)
     finish_shared_store(state, out, store)

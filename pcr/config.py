@@ -25,6 +25,7 @@ MIN_BITS, MAX_BITS = 2, 16  # the bitwidths params allow (pcr.quant.bits reads t
 OBSERVER_NAMES = ("minmax", "ema_minmax", "percentile", "mse")
 SCHEDULER_NAMES = ("pndm", "ddim", "euler", "dpm++")
 MIN_BOOTSTRAP = 100
+WEIGHT_METHODS = ("rtn", "adaround")
 
 
 def _check_bits(key: str, value: int) -> None:
@@ -81,6 +82,37 @@ class CollectConfig:
 
 
 @dataclass(frozen=True)
+class ReconConfig:
+    """AdaRound weight reconstruction (BRECQ-style); defaults are the official PCR code's (tsa18/PCR, --recon)."""
+
+    granularity: str = "block"  # block: each ResnetBlock2D / BasicTransformerBlock jointly, other layers alone | layer
+    iterations: int = 2000  # Adam steps per block or layer
+    batch_size: int = 32  # block-input rows per step (one row: one CFG branch of one sample at one step)
+    lr: float = 1e-3  # Adam on V; the official code leaves Adam's default
+    reg_weight: float = 0.01  # lambda of the rounding regulariser, blocks (official block_reconstruction)
+    layer_reg_weight: float = 0.001  # lambda for layers reconstructed alone (official layer_reconstruction)
+    b_start: float = 20.0  # annealing of the regulariser's exponent b
+    b_end: float = 2.0
+    warmup: float = 0.0  # share of iterations at b_start without regulariser; the official code passes none (0.0)
+    num_samples: int = 10  # calibration samples whose stored trajectories feed the blocks (official: 10 prompts)
+    num_steps: int | None = None  # sampling steps drawn evenly from each trajectory; None: every step (official)
+    seed: int = 0  # mini-batch draws of unit i use seed + i
+
+    def __post_init__(self):
+        _choice("quant.recon.granularity", self.granularity, {"block", "layer"})
+        for key in ("iterations", "batch_size", "lr", "num_samples"):
+            _positive(f"quant.recon.{key}", getattr(self, key))
+        _positive("quant.recon.num_steps", self.num_steps, allow_none=True)
+        for key in ("reg_weight", "layer_reg_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"quant.recon.{key}={getattr(self, key)!r} is not allowed: use 0 or more")
+        if not self.b_start >= self.b_end > 0:
+            raise ConfigError(f"quant.recon.b_start={self.b_start!r}, b_end={self.b_end!r} are not allowed: need b_start >= b_end > 0")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"quant.recon.warmup={self.warmup!r} is not allowed: use a number in [0, 1)")
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     weight_bits: int = 8
     act_bits: int = 8
@@ -91,12 +123,18 @@ class QuantConfig:
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     keep_float: tuple[str, ...] = ("conv_in", "conv_out")
+    ema_constant: float = 0.01  # c of ema_minmax: ema <- ema + c * (batch value - ema), torch's default
+    weight_method: str = "rtn"  # rtn (round to nearest) | adaround (learned rounding, quant.recon)
+    recon: ReconConfig = field(default_factory=ReconConfig)
 
     def __post_init__(self):
         _check_bits("quant.weight_bits", self.weight_bits)
         _check_bits("quant.act_bits", self.act_bits)
         _choice("quant.weight_observer", self.weight_observer, OBSERVER_NAMES)
         _choice("quant.act_observer", self.act_observer, OBSERVER_NAMES)
+        if not 0.0 < self.ema_constant <= 1.0:
+            raise ConfigError(f"quant.ema_constant={self.ema_constant!r} is not allowed: use a number in (0, 1]")
+        _choice("quant.weight_method", self.weight_method, WEIGHT_METHODS)
         if not self.include:
             raise ConfigError("quant.include=[] is not allowed: give at least one fnmatch pattern, e.g. ['*']")
 

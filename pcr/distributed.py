@@ -12,7 +12,8 @@ each process writes its batches, everyone waits, the main process checks and ren
 Statistics (collect) are reduced per step so that they do not depend on the process count either:
 every batch records its own min/max/histogram; `reduce_step_stats` all-reduces the per-batch minima
 and maxima as a [batches, layers] table (each process fills its rows, the others are +-inf, so MIN/MAX
-give the table exactly), from which min, max and the EMA (folded over batches in batch order) follow
+give the table exactly), from which min, max and the EMA (torch's MovingAverageMinMaxObserver rule folded
+over the batches in batch order, as one process sees them) follow
 on every process; each batch's histogram is re-binned to the step's union range and the re-binned
 histograms are summed (integer counts in float64: the sum is exact, hence order-free).
 """
@@ -28,7 +29,7 @@ import torch.distributed as dist
 import zarr
 from accelerate import PartialState
 
-from pcr.stats.running import RunningStats, ema_update, merge_histograms
+from pcr.stats.running import EMA_CONSTANT, RunningStats, ema_update, merge_histograms
 from pcr.stores import finish_store, open_partial
 
 
@@ -83,12 +84,13 @@ def _all_reduce(t: torch.Tensor, op, state: PartialState) -> torch.Tensor:
 
 
 def reduce_step_stats(per_batch: dict[int, dict[str, RunningStats]], num_batches: int, names: Sequence[str],
-                      state: PartialState, histogram: bool) -> dict[str, np.ndarray]:
+                      state: PartialState, histogram: bool, ema_constant: float = EMA_CONSTANT) -> dict[str, np.ndarray]:
     """One step's statistics over every batch of every process, as `stack_stats` lays them out.
 
     per_batch: batch index -> this batch's statistics per layer (this process's batches only).
-    min/max: over all batches; ema_min/ema_max: EMA_MOMENTUM moving average of the batch minima/maxima
-    in batch order (the first batch's value starts it); hist: sum of the batch histograms re-binned to
+    min/max: over all batches; ema_min/ema_max: the batch minima/maxima folded in batch order by
+    `ema_update` with constant `ema_constant` (the first batch's value starts it), what one process's
+    RunningStats gives, bit for bit; hist: sum of the batch histograms re-binned to
     [min, max]. Collective: every process must call it for every step, with or without batches.
     """
     L = len(names)
@@ -102,7 +104,7 @@ def reduce_step_stats(per_batch: dict[int, dict[str, RunningStats]], num_batches
     lo, hi = mins.amin(0), maxs.amax(0)
     ema_lo, ema_hi = mins[0].clone(), maxs[0].clone()
     for b in range(1, num_batches):
-        ema_lo, ema_hi = ema_update(ema_lo, mins[b]), ema_update(ema_hi, maxs[b])
+        ema_lo, ema_hi = ema_update(ema_lo, mins[b], ema_constant), ema_update(ema_hi, maxs[b], ema_constant)
     out = {"min": lo.numpy(), "max": hi.numpy(), "ema_min": ema_lo.numpy(), "ema_max": ema_hi.numpy()}
     if histogram:
         hist = torch.stack([merge_histograms([stats[n] for stats in per_batch.values()], lo[i], hi[i])

@@ -6,8 +6,8 @@ from pcr.config import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
-    params, traj, calib, qparams, qconfig, activations = stage.paths(argv, ["params", "trajectories", "calib", "qparams", "qconfig", "activations"], "calibrate")
-    stage.run(lambda: calibrate(load_params(params), traj, calib, qparams, qconfig, activations))
+    params, traj, weights, calib, qparams, qconfig, activations = stage.paths(argv, ["params", "trajectories", "weights", "calib", "qparams", "qconfig", "activations"], "calibrate")
+    stage.run(lambda: calibrate(load_params(params), traj, calib, qparams, qconfig, activations, weights))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,13 @@ def test_repo_params_yaml_is_valid():
     ({"generate": {"kernels": "int8"}}, r"generate.kernels='int8' is not allowed: choose one of \['fake', 'int'\]"),
     ({"extra": {}}, r"params section 'extra' is unknown"),
     ({"calibrate": {"num_prompts": 8}}, r"calibrate.num_prompts is no longer a key: .*see the same ones: set collect.num_prompts"),
+    ({"quant": {"ema_constant": 0}}, r"quant.ema_constant=0.0 is not allowed: use a number in \(0, 1\]"),
+    ({"quant": {"weight_method": "gptq"}}, r"quant.weight_method='gptq' is not allowed: choose one of \['adaround', 'rtn'\]"),
+    ({"quant": {"recon": {"granularity": "model"}}}, r"quant.recon.granularity='model' is not allowed: choose one of \['block', 'layer'\]"),
+    ({"quant": {"recon": {"iterations": 0}}}, r"quant.recon.iterations=0 is not allowed: it must be positive"),
+    ({"quant": {"recon": {"b_start": 2, "b_end": 20}}}, r"quant.recon.b_start=2.0, b_end=20.0 are not allowed"),
+    ({"quant": {"recon": {"warmup": 1}}}, r"quant.recon.warmup=1.0 is not allowed: use a number in \[0, 1\)"),
+    ({"quant": {"recon": {"itrations": 5}}}, r"quant.recon.itrations is not a known key"),
 ])
 def test_bad_params_name_key_value_and_allowed(data, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -14,7 +14,7 @@ before the last step and the qparams are written.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import zarr
 
 from pcr.calibrate.sweep import Calibration, StepResult, replay_schedulers, sweep
 from pcr.config import ConfigError, Params
+from pcr.errors import StoreError
 from pcr.models.layers import match_layers
 from pcr.quant.affine import code_dtype, quantize
 from pcr.quant.observers import get_observer
@@ -42,6 +43,7 @@ from pcr.stores import (
     write_activation_codes,
     write_stats,
 )
+from pcr.weights.codes import load_weights
 
 
 def fp32_stats_reader(traj: zarr.Group, names: list[str], histogram: bool):
@@ -61,7 +63,23 @@ def _write_activations(store: zarr.Group, r: StepResult, qlayers, T: int) -> Non
         write_activation_codes(store, name, r.k, codes, T, float(aq.scale[r.k]), int(aq.zero_point[r.k]), bits, sym)
 
 
-def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajectories.zarr"):
+WEIGHTS_STAGE_KEYS = ("weight_method", "recon")  # read by the weights stage only
+
+
+def use_weights(qlayers: dict, path: str | Path) -> None:
+    """The weights stage's integer codes (rtn or AdaRound) in place of the ones quantize_model rounded."""
+    stored = load_weights(path)
+    for name, q in qlayers.items():
+        w = stored.get(name)
+        if w is None:
+            raise StoreError(f"{path} has no weights for layer {name!r}: rerun the weights stage for these quant.* params")
+        if (w.bits, w.symmetric) != (q.weight_bits, q.weight_symmetric):
+            raise StoreError(f"{path}: layer {name!r} holds {w.bits}-bit {'symmetric' if w.symmetric else 'asymmetric'} codes, "
+                             f"quant.* asks for {q.weight_bits}-bit: rerun the weights stage")
+        q.set_codes(w.codes, w.scale, w.zero_point)
+
+
+def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajectories.zarr", weights: str | Path | None = None):
     """The pipeline with its UNet quantized (weights done) and the Calibration that sweeps it."""
     cfg = params.calibrate
     pipe, sampler = load_sampler(params.model)
@@ -69,23 +87,29 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
     if traj.attrs["num_steps"] != T:
         raise ConfigError(f"{trajectories} has {traj.attrs['num_steps']} steps but model.steps gives {T}: rerun collect")
     qmap = quantize_model(pipe.unet, params.quant, sampler.timesteps.tolist(), type(sampler.scheduler).__name__, params.model.steps)
+    if weights is not None:
+        use_weights(qmodules(pipe.unet), weights)
     names = list(qmap.layers)
     observer = get_observer(params.quant.act_observer)
     cond = {k: torch.from_numpy(traj[f"cond/{k}"][:]) for k in traj["cond"].array_keys()}  # every collected prompt
     store_layers = tuple(match_layers(names, cfg.store.layers, "calibrate.store.layers", "quantized layer"))
     cal = Calibration(sampler, qmodules(pipe.unet), cond, fp32_stats_reader(traj, names, observer.needs_histogram), observer,
-                      params.quant.act_bits, cfg.batch_size, store_layers, min(cfg.store.samples, cfg.batch_size))
+                      params.quant.act_bits, cfg.batch_size, store_layers, min(cfg.store.samples, cfg.batch_size),
+                      params.quant.ema_constant)
     return pipe, qmap, cal
 
 
 def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams: str | Path, qconfig: str | Path,
-              activations: str | Path, progress: bool = True) -> None:
+              activations: str | Path, weights: str | Path | None = None, progress: bool = True) -> None:
+    """weights: the weights stage's file (None: round to nearest here, with quant.weight_observer)."""
     cfg = params.calibrate
     traj = open_store(trajectories, "trajectories")
-    pipe, qmap, cal = prepare(params, traj, trajectories)
+    pipe, qmap, cal = prepare(params, traj, trajectories, weights)
     sampler, names, T = cal.sampler, list(qmap.layers), cal.sampler.num_steps
     n = next(iter(cal.cond.values())).shape[0]
-    fp = fingerprint(traj.attrs["fingerprint"], n, asdict(params.quant), cfg.mode, cfg.batch_size)  # not the dumps: see above
+    quant = {f.name: getattr(params.quant, f.name) for f in fields(params.quant) if f.name not in WEIGHTS_STAGE_KEYS}
+    fp = fingerprint(traj.attrs["fingerprint"], n, quant, cfg.mode, cfg.batch_size,  # not the dumps: see above
+                     files=[weights] if weights is not None else [])  # the weights stage's settings are in its file
     dumps_fp = fingerprint(fp, asdict(cfg.store))
     store = resume_store(out, "calibration", fp)
     dumps = resume_store(activations, "activations", dumps_fp) if store is not None else None

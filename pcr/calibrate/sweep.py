@@ -28,7 +28,7 @@ from pcr.quant.observers import Observer
 from pcr.quant.quantize import set_activation_step
 from pcr.sampling import Sampler
 from pcr.stats.record import StatsRecorder, merge_stats
-from pcr.stats.running import RunningStats
+from pcr.stats.running import EMA_CONSTANT, RunningStats
 
 MODES = ("progressive", "fp32", "shared")
 StepStats = dict[str, RunningStats]
@@ -56,6 +56,7 @@ class Calibration:
     batch_size: int
     capture_layers: tuple[str, ...] = ()
     capture_samples: int = 0
+    ema_constant: float = EMA_CONSTANT  # the ema_minmax observer's averaging constant (quant.ema_constant)
 
     @property
     def batches(self) -> list[slice]:
@@ -91,7 +92,8 @@ class Calibration:
         return torch.cat(xs), torch.cat(eps), dict(rec.captured)
 
     def recorder(self) -> StatsRecorder:
-        rec = StatsRecorder(self.sampler.unet, list(self.qlayers), histogram=self.observer.needs_histogram)
+        rec = StatsRecorder(self.sampler.unet, list(self.qlayers), histogram=self.observer.needs_histogram,
+                            ema_constant=self.ema_constant)
         rec.capture_layers = set(self.capture_layers)
         return rec
 

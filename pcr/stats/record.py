@@ -1,6 +1,6 @@
 """Recording layer inputs during a forward pass, as a context manager.
 
-    with StatsRecorder(unet, names, histogram=True) as rec:
+    with StatsRecorder(unet, names, histogram=True, ema_constant=0.01) as rec:
         rec.start()                  # a fresh RunningStats per layer (one sampling step)
         unet(...)                    # every named layer's input feeds its RunningStats
     stats = rec.stats                # hooks are gone once the block exits
@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pcr.stats.running import RunningStats, merge_histograms
+from pcr.stats.running import EMA_CONSTANT, RunningStats, merge_histograms
 
 STAT_NAMES = ("min", "max", "ema_min", "ema_max")
 
 
 class StatsRecorder:
-    def __init__(self, model: nn.Module, names: Sequence[str], *, histogram: bool):
-        self.model, self.names, self.histogram = model, list(names), histogram
+    def __init__(self, model: nn.Module, names: Sequence[str], *, histogram: bool, ema_constant: float = EMA_CONSTANT):
+        self.model, self.names, self.histogram, self.ema_constant = model, list(names), histogram, ema_constant
         self.stats: dict[str, RunningStats] = {}
         self.capture_layers: set[str] = set()
         self.capture_rows: slice | None = None
@@ -44,7 +44,7 @@ class StatsRecorder:
 
     def start(self) -> None:
         """Begin a new sampling step: fresh statistics, nothing captured."""
-        self.stats = {n: RunningStats(histogram=self.histogram) for n in self.names}
+        self.stats = {n: RunningStats(histogram=self.histogram, ema_constant=self.ema_constant) for n in self.names}
         self.captured = {}
 
     def _hook(self, name: str):

@@ -2,8 +2,10 @@
 
 One `RunningStats` per (layer, step) sees every calibration batch of that step. It keeps
 - min, max over everything seen;
-- ema_min, ema_max: moving averages of each batch's min and max (Q-Diffusion's / torch's
-  MovingAverageMinMax rule, momentum EMA_MOMENTUM);
+- ema_min, ema_max: moving averages of each batch's min and max by torch's
+  MovingAverageMinMaxObserver rule (the official PCR code's activation observer): the first batch
+  sets them, then ema <- ema + c * (batch value - ema), with averaging constant c (torch's default
+  EMA_CONSTANT = 0.01; `quant.ema_constant`). Same float32 ops in the same order: bit for bit torch's;
 - optionally a histogram of HIST_BINS bins over [min, max], re-binned when the range grows
   (as torch.ao's HistogramObserver does), from which percentile and MSE ranges follow. Tensors
   larger than HIST_SAMPLE elements feed it a strided subsample (weighted by the stride), which
@@ -19,12 +21,13 @@ from torch import Tensor
 
 HIST_BINS = 1024
 HIST_SAMPLE = 1 << 16  # elements per update that feed the histogram (a strided subsample of larger tensors)
-EMA_MOMENTUM = 0.9  # ema <- m * ema + (1 - m) * batch value
+EMA_CONSTANT = 0.01  # c: ema <- ema + c * (batch value - ema), torch's averaging_constant default
 
 
 class RunningStats:
-    def __init__(self, histogram: bool = False, bins: int = HIST_BINS):
+    def __init__(self, histogram: bool = False, bins: int = HIST_BINS, ema_constant: float = EMA_CONSTANT):
         self.bins = bins
+        self.ema_constant = ema_constant
         self.histogram = histogram
         self.count = 0
         self.min = torch.tensor(float("inf"))
@@ -41,7 +44,7 @@ class RunningStats:
         if self.count == 0:
             self.ema_min, self.ema_max = b_min.clone(), b_max.clone()
         else:
-            self.ema_min, self.ema_max = ema_update(self.ema_min, b_min), ema_update(self.ema_max, b_max)
+            self.ema_min, self.ema_max = ema_update(self.ema_min, b_min, self.ema_constant), ema_update(self.ema_max, b_max, self.ema_constant)
         new_min, new_max = torch.minimum(self.min, b_min), torch.maximum(self.max, b_max)
         if self.hist is not None:
             if self.count > 0 and (new_min < self.min or new_max > self.max):
@@ -77,6 +80,11 @@ class RunningStats:
         return self.min + width * (torch.arange(self.bins, dtype=torch.float64) + 0.5)
 
 
+def ema_update(ema: Tensor, batch_value: Tensor, c: float) -> Tensor:
+    """torch's MovingAverageMinMaxObserver step, elementwise: ema + c * (batch value - ema), in float32."""
+    return ema + c * (batch_value - ema)
+
+
 def rebin(hist: Tensor, lo: Tensor, hi: Tensor, new_lo: Tensor, new_hi: Tensor) -> Tensor:
     """Move each old bin's count to the new bin holding its centre."""
     bins = hist.numel()
@@ -84,11 +92,6 @@ def rebin(hist: Tensor, lo: Tensor, hi: Tensor, new_lo: Tensor, new_hi: Tensor) 
     width = float(new_hi - new_lo) / bins
     idx = ((centers - new_lo) / width).floor().clamp(0, bins - 1).long() if width > 0 else torch.zeros(bins, dtype=torch.long)
     return torch.zeros_like(hist).index_add_(0, idx, hist)
-
-
-def ema_update(ema: Tensor, value: Tensor) -> Tensor:
-    """The moving-average rule: one more batch value folded in."""
-    return EMA_MOMENTUM * ema + (1 - EMA_MOMENTUM) * value
 
 
 def merge_histograms(stats: Iterable[RunningStats], lo: Tensor, hi: Tensor, bins: int = HIST_BINS) -> Tensor:

@@ -12,7 +12,7 @@ from pcr.config import Params
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 LAUNCHED = {"collect", "reference", "generate"}
 FP32_STAGES = ("collect", "reference")
-MODEL_STAGES = ("collect", "reference", "calibrate", "export", "generate")
+MODEL_STAGES = ("collect", "weights", "reference", "calibrate", "export", "generate")
 
 
 def leaf_keys(obj, prefix: str = "") -> set[str]:

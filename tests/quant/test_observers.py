@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.ao.quantization import MovingAverageMinMaxObserver
 
 from pcr.quant.affine import fake_quantize, params_from_range
 from pcr.quant.observers import OBSERVERS, RunningStats, get_observer
@@ -16,17 +17,28 @@ def test_registry_lists_the_four_observers():
         get_observer("nope")
 
 
-def test_minmax_and_ema_follow_their_definitions():
+def test_minmax_follows_its_definition():
     batches = _stream()
     s = RunningStats()
     for b in batches:
         s.update(b)
     lo, hi = get_observer("minmax").activation_range(s, 8, False)
     assert float(lo) == min(float(b.min()) for b in batches) and float(hi) == max(float(b.max()) for b in batches)
-    ema = float(batches[0].max())
-    for b in batches[1:]:
-        ema = 0.9 * ema + 0.1 * float(b.max())
-    assert float(get_observer("ema_minmax").activation_range(s, 8, False)[1]) == pytest.approx(ema, rel=1e-5)
+
+
+@pytest.mark.parametrize("c", [0.01, 0.1, 0.37])
+def test_ema_minmax_is_torchs_moving_average_observer_bit_for_bit(c):
+    batches = [b * 3 + 0.1 * i for i, b in enumerate(_stream(3, n=12))]
+    s = RunningStats(ema_constant=c)
+    ref = MovingAverageMinMaxObserver(averaging_constant=c, quant_min=0, quant_max=255)
+    for b in batches:
+        s.update(b)
+        ref(b)
+        lo, hi = get_observer("ema_minmax").activation_range(s, 8, False)
+        assert torch.equal(lo, ref.min_val) and torch.equal(hi, ref.max_val)
+    scale, zero_point = params_from_range(lo, hi, 8, False)
+    ref_scale, ref_zero_point = ref.calculate_qparams()
+    assert torch.equal(scale.reshape(1), ref_scale) and int(zero_point) == int(ref_zero_point)
 
 
 def test_histogram_survives_rebinning_and_percentile_matches_quantile():

@@ -1,7 +1,9 @@
-"""Moving-average min/max observer: exponential averages of each batch's min and max.
+"""Moving-average min/max observer: torch's MovingAverageMinMaxObserver, the official PCR activation observer.
 
-Outliers of a single batch move the range by (1 - EMA_MOMENTUM) only. A weight is one
-tensor seen once, so for weights this is plain min/max per channel.
+The first batch's min/max start the range, then each batch moves it by c * (batch value - range),
+c = `quant.ema_constant` (torch's 0.01): an outlier of one batch moves the range by c of its excess only.
+The averages are kept by `RunningStats` (stats.py). A weight is one tensor seen once, so for
+weights this is plain min/max per channel.
 """
 
 from torch import Tensor

@@ -1,0 +1,28 @@
+"""Round to nearest: q = clamp(round(W / s) + z), per output channel, s and z from the weight observer's range.
+
+Exactly what `QModuleMixin.quantize_weight` has always applied (dequantize(rtn(...)) equals its W_hat bit for
+bit); AdaRound starts from the same s and z.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pcr.quant.affine import params_from_range, quantize
+from pcr.quant.observers import get_observer
+from pcr.weights.codes import WeightCodes
+
+
+def weight_params(w: Tensor, bits: int, symmetric: bool, observer: str) -> tuple[Tensor, Tensor]:
+    """Per-output-channel (scale [C_out], zero point [C_out] int32) of w [C_out, ...]."""
+    lo, hi = get_observer(observer).weight_range(w, bits, symmetric)
+    return params_from_range(lo, hi, bits, symmetric)
+
+
+@torch.no_grad()
+def rtn(w: Tensor, bits: int, symmetric: bool, observer: str) -> WeightCodes:
+    w = w.detach().float()
+    scale, zero_point = weight_params(w, bits, symmetric, observer)
+    codes = quantize(w, scale.to(w.device), zero_point.to(w.device), bits, symmetric, axis=0)
+    return WeightCodes(codes.cpu(), scale.cpu(), zero_point.cpu(), bits, symmetric)
