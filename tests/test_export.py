@@ -1,0 +1,54 @@
+"""export: the artifact's relaxed steps carry the relaxed bits and the ranges the observer derives from calib stats."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import pcr
+from pcr.calibrate.run import calibrate
+from pcr.collect import collect
+from pcr.errors import StoreError
+from pcr.export import export
+from pcr.quant import get_observer, qmodules
+from pcr.quant.affine import params_from_range
+from pcr.relax import relax
+from pcr.stats.record import unstack_stats
+from pcr.stores import open_store, read_stats
+
+
+@pytest.fixture
+def calibrated(tmp_path, tiny_sd_dir, small_params):
+    params = small_params(tiny_sd_dir, model={"steps": 4}, relax={"fraction": 0.5, "where": "x0", "bits": 10})
+    t = tmp_path
+    collect(params, t / "traj.zarr", progress=False)
+    calibrate(params, t / "traj.zarr", t / "calib.zarr", t / "q.safetensors", t / "q.json", t / "act.zarr", progress=False)
+    return params, t
+
+
+def test_relaxed_steps_get_relaxed_bits_and_ranges_from_the_statistics(calibrated):
+    params, t = calibrated
+    relax(params.relax, t / "q.json", t / "schedule.json")
+    export(params, t / "q.safetensors", t / "q.json", t / "calib.zarr", t / "schedule.json", t / "quantized")
+    unet = pcr.load_quantized(t / "quantized")
+    calib = open_store(t / "calib.zarr", "calibration")
+    observer = get_observer(params.quant.act_observer)
+    names = calib.attrs["layers"]
+    for k in range(4):
+        stats = unstack_stats(read_stats(calib, k), names)
+        for name, q in list(qmodules(unet).items())[:10]:
+            aq = q.input_quant
+            bits = 10 if k >= 2 else 8  # x0: the last half of the steps
+            assert int(aq.bits[k]) == bits, (name, k)
+            lo, hi = observer.activation_range(stats[name], bits, aq.symmetric)
+            scale, zero_point = params_from_range(lo, hi, bits, aq.symmetric)  # independent of export's code path
+            assert torch.equal(aq.scale[k : k + 1], scale.reshape(1)) and int(aq.zero_point[k]) == int(zero_point), (name, k)
+
+
+def test_a_schedule_of_another_length_is_refused(calibrated):
+    params, t = calibrated
+    other = dataclasses.replace(params, model=dataclasses.replace(params.model, steps=3))
+    relax(params.relax, t / "q.json", t / "schedule.json")
+    with pytest.raises(StoreError, match="model.steps=3 gives 3 steps, the calibration has 4"):
+        export(other, t / "q.safetensors", t / "q.json", t / "calib.zarr", t / "schedule.json", t / "quantized")
+    assert not (t / "quantized").exists()
