@@ -71,7 +71,11 @@ def make_project(root: Path, build_model: Callable[[Path], Path], **sections: di
     p["eval"].update(num_prompts=4, batch_size=4)
     p["score"].update(feature_path="data/clip", clip_path="data/clip", judge=None, real=None, kid_subset_size=2)
     for name, values in sections.items():
-        p[name].update(values)
+        for key, value in values.items():  # nested sections (quant.recon) are merged, not replaced
+            if isinstance(value, dict):
+                p[name][key].update(value)
+            else:
+                p[name][key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = stage_env()
     assert (root / ".dvc/config").is_file()  # the project's own `dvc init`, analytics off
