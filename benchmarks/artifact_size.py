@@ -1,6 +1,6 @@
 """Size of the exported artifact against the float UNet's safetensors, at W8 and W4.
 
-    OMP_NUM_THREADS=1 python benchmarks/artifact_size.py      # prints the table, saves case `artifact_size` in results.json
+    OMP_NUM_THREADS=1 python benchmarks/artifact_size.py      # prints the table, saves cases.artifact_size in results.json
 
 - demo: the demo UNet is quantized and exported for real (pcr.quant.save_quantized, T=25 steps, per-step
   ranges set by hand: sizes do not depend on the values); the figure is bytes on disk of the artifact's
@@ -24,6 +24,7 @@ from diffusers import UNet2DConditionModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from memory_estimate import SD14_UNET, SDXL_UNET  # noqa: E402
+from run import record_case  # noqa: E402
 
 from pcr.config import QuantConfig  # noqa: E402
 from pcr.quant import qmodules, quantize_model, save_quantized  # noqa: E402
@@ -88,10 +89,7 @@ def main() -> None:
         model, w = name.split("_")
         print(f"| {model} | {w} | {r['artifact_bytes'] / 2**20:,.1f} MiB | {r['fp32_bytes'] / 2**20:,.1f} MiB | {r['ratio_fp32']:.3f} | {r['ratio_fp16']:.3f} |")
     if not args.no_save:
-        path = ROOT / "benchmarks/results.json"
-        results = json.loads(path.read_text()) if path.exists() else {}
-        results["artifact_size"] = rows
-        path.write_text(json.dumps(results, indent=1) + "\n")
+        record_case(ROOT / "benchmarks/results.json", "artifact_size", rows, "artifact_size.py")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import sys
 import time
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import interleave, machine, median  # noqa: E402
+from run import interleave, median, record_case  # noqa: E402
 
 from pcr.quant.affine import params_from_range, quantize  # noqa: E402
 from pcr.quant.kernels import int_conv2d, int_linear, prepare_conv2d, prepare_linear  # noqa: E402
@@ -194,13 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {key: {"by_type": by_type, "layers": rows, "latent": 32, "batch": 2, "repeats": args.repeats,
                      "quick": args.quick, "threads": 1, "wall_s": time.perf_counter() - start},
                "weight_memory_ratio": mem["ratio_w8"], "weight_memory": mem}
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    results.setdefault("cases", {}).setdefault("int_kernels", {}).update(figures)
-    results.setdefault("updates", []).append({"command": "int_kernels.py " + " ".join(argv or sys.argv[1:]),
-                                              "cases": ["int_kernels"], "at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                              "machine": machine(1)})
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    record_case(args.out, "int_kernels", figures, "int_kernels.py " + " ".join(argv or sys.argv[1:]))
     return 0
 
 

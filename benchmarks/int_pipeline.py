@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int_kernels import SD15, STEPS  # noqa: E402
-from run import interleave, machine, median, paired_ratio  # noqa: E402
+from run import interleave, median, paired_ratio, record_case  # noqa: E402
 
 import pcr  # noqa: E402
 from pcr.config import QuantConfig  # noqa: E402
@@ -218,16 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sd unet: int/fp32={sd['int_ratio']:.3f} fake/fp32={sd['fake_ratio']:.3f} "
               f"weight memory int/fp32={sd['memory']['ratio']:.3f} (int path only {sd['memory']['int_path_ratio']:.3f})")
     figures["whole_model"] = {"repeats": args.repeats, "threads": 1, "wall_s": time.perf_counter() - start}
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    case = results.setdefault("cases", {}).setdefault("int_kernels", {})
-    if "demo_pipeline" in figures and "compiled" not in figures["demo_pipeline"] and "compiled" in case.get("demo_pipeline", {}):
-        figures["demo_pipeline"]["compiled"] = case["demo_pipeline"]["compiled"]  # an eager rerun keeps the compiled figures
-    case.update(figures)
-    results.setdefault("updates", []).append({"command": "int_pipeline.py " + " ".join(argv or sys.argv[1:]),
-                                              "cases": ["int_kernels"], "at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                              "machine": machine(1)})
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    def keep_compiled(old: dict, new: dict) -> None:  # an eager rerun keeps the compiled figures
+        if "demo_pipeline" in new and "compiled" not in new["demo_pipeline"] and "compiled" in old.get("demo_pipeline", {}):
+            new["demo_pipeline"]["compiled"] = old["demo_pipeline"]["compiled"]
+
+    record_case(args.out, "int_kernels", figures, "int_pipeline.py " + " ".join(argv or sys.argv[1:]), keep_compiled)
     return 0
 
 

@@ -639,6 +639,21 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any("error" in r for r in results["cases"].values()) else 0
 
 
+def record_case(out: str | Path, case: str, figures: dict, command: str, keep: Callable[[dict, dict], None] | None = None) -> None:
+    """Merge one case's figures into results.json (the other cases kept) and log the update; for the scripts
+    beside this one (int_kernels.py, int_pipeline.py, artifact_size.py). `keep(old, new)` may carry old
+    figures a partial rerun did not measure into `new`."""
+    out = Path(out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    old = results.setdefault("cases", {}).setdefault(case, {})
+    if keep is not None:
+        keep(old, figures)
+    old.update(figures)
+    results.setdefault("updates", []).append({"command": command, "cases": [case], "at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                              "machine": machine(1)})
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
 def write(results: dict, out: Path, wall: float) -> None:
     results["wall_s"] = sum(results["case_wall_s"].values()) if results.get("updates") else wall
     results["machine"]["load_average_at_end"] = list(os.getloadavg())

@@ -9,7 +9,6 @@ The float UNet's weights are read here, once; the artifact does not need them ag
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from diffusers import UNet2DConditionModel
 
 from pcr.config import Params
 from pcr.errors import StoreError
-from pcr.models.load import inspect_model_dir
-from pcr.models.schedulers import as_sd_pipeline_would, make_scheduler
+from pcr.models.load import inspect_model_dir, model_scheduler
+from pcr.models.schedulers import as_sd_pipeline_would
 from pcr.quant.observers import get_observer
 from pcr.quant.quantize import qmodules, set_activation_step
 from pcr.quant.serialize import load_quant_state, save_quantized
@@ -47,8 +46,7 @@ def apply_schedule(unet: torch.nn.Module, schedule: Schedule, calib: zarr.Group,
 def calibrated_scheduler(params: Params, num_steps: int):
     """The scheduler the activations were calibrated with (model.scheduler over the model's own config)."""
     info = inspect_model_dir(params.model.path)
-    config = json.loads((info.path / "scheduler" / "scheduler_config.json").read_text())
-    scheduler = make_scheduler(params.model.scheduler, config)
+    scheduler = model_scheduler(info, params.model.scheduler)
     if info.family == "sd":
         scheduler = as_sd_pipeline_would(scheduler)  # what every stage ran: the pipeline constructor applies these
     scheduler.set_timesteps(params.model.steps)

@@ -152,6 +152,12 @@ def resolve_dtype(name: str, device: str | torch.device = "auto") -> torch.dtype
     return dtype
 
 
+def model_scheduler(info: ModelInfo, name: str):
+    """Scheduler `name` built over the model folder's own scheduler config (its noise schedule kept)."""
+    scheduler_class(name)  # fail on a bad name before reading anything
+    return make_scheduler(name, _read_json(info.path / "scheduler" / "scheduler_config.json", info.path, "scheduler config"))
+
+
 def load_pipeline(
     path: str | Path,
     *,
@@ -172,8 +178,7 @@ def load_pipeline(
     """
     info = inspect_model_dir(path)
     if isinstance(scheduler, str):
-        scheduler_class(scheduler)  # fail on a bad name before loading any weights
-        scheduler = make_scheduler(scheduler, _read_json(info.path / "scheduler" / "scheduler_config.json", info.path, "scheduler config"))
+        scheduler = model_scheduler(info, scheduler)  # before loading any weights
     if scheduler is not None:
         components["scheduler"] = scheduler
     dev = resolve_device(device)

@@ -1,6 +1,6 @@
 """Round to nearest: q = clamp(round(W / s) + z), per output channel, s and z from the weight observer's range.
 
-Exactly what `QModuleMixin.quantize_weight` has always applied (dequantize(rtn(...)) equals its W_hat bit for
+Exactly what `QModuleMixin.set_weight` applies (dequantize(rtn(...)) equals its W_hat bit for
 bit); AdaRound starts from the same s and z.
 """
 
