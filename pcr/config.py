@@ -163,13 +163,13 @@ class CalibrateConfig:
 @dataclass(frozen=True)
 class RelaxConfig:
     fraction: float = 0.0  # share of sampling steps whose activations run at `bits`
-    where: str = "x0"  # x0: the last steps (fidelity) | xT: the first steps (text-image matching)
+    where: str = "x0"  # x0: the last steps (fidelity) | xT: the first steps | auto: the most sensitive steps (pcr.sensitivity)
     bits: int = 10
 
     def __post_init__(self):
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"relax.fraction={self.fraction!r} is not allowed: use a number in [0, 1]")
-        _choice("relax.where", self.where, {"x0", "xT"})
+        _choice("relax.where", self.where, ("x0", "xT", "auto"))
         _check_bits("relax.bits", self.bits)
 
 
@@ -178,11 +178,13 @@ class EvalConfig:
     prompts: str = "data/prompts/eval.txt"
     paraphrase_prompts: str | None = "data/prompts/eval_paraphrase.txt"  # the prompt-generalisation set
     num_prompts: int = 64  # per set
+    images_per_prompt: int = 1  # seeds per prompt: N = num_prompts * images_per_prompt images per set
     seed: int = 1000  # evaluation sample i starts from noise seeded with seed + i
     batch_size: int = 16
 
     def __post_init__(self):
         _positive("eval.num_prompts", self.num_prompts)
+        _positive("eval.images_per_prompt", self.images_per_prompt)
         _positive("eval.batch_size", self.batch_size)
 
 
@@ -338,9 +340,9 @@ def calibration_prompts(params: Params) -> list[str]:
 
 def eval_prompt_sets(params: Params) -> dict[str, list[str]]:
     """Evaluation prompt sets: `standard` (eval.prompts) and, unless eval.paraphrase_prompts is null, `paraphrase`;
-    the first eval.num_prompts of each."""
+    the first eval.num_prompts of each, each repeated eval.images_per_prompt times in a row (sample i: prompt
+    i // images_per_prompt, seed eval.seed + i)."""
     e = params.eval
-    sets = {"standard": read_prompts(e.prompts, e.num_prompts, key="eval.prompts")}
-    if e.paraphrase_prompts is not None:
-        sets["paraphrase"] = read_prompts(e.paraphrase_prompts, e.num_prompts, key="eval.paraphrase_prompts")
-    return sets
+    files = {"standard": (e.prompts, "eval.prompts"), "paraphrase": (e.paraphrase_prompts, "eval.paraphrase_prompts")}
+    return {name: [p for p in read_prompts(path, e.num_prompts, key=key) for _ in range(e.images_per_prompt)]
+            for name, (path, key) in files.items() if path is not None}

@@ -31,7 +31,7 @@ from PIL import Image
 from pcr.config import ConfigError, Params
 from pcr.files import atomic_path
 from pcr.metrics.intervals import scored
-from pcr.metrics.samples import Judge, extract, load_models, prompts_digest, save
+from pcr.metrics.samples import Judge, extract, load_models, prompt_groups, prompts_digest, save
 from pcr.stores import StoreError, open_store
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -119,6 +119,7 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
         pairs = ((quant[i : i + bs], fp32[i : i + bs], prompts[i : i + bs]) for i in range(0, len(prompts), bs))
         real = real_batches(cfg.real, prompts, seeds, tuple(quant.shape[1:3]), bs) if cfg.real else None
         samples = extract(models, pairs, real, judge, seed=gen.attrs["seed"], prompts_sha256=prompts_digest(prompts),
+                          prompt_groups=prompt_groups(prompts),
                           paired_real=cfg.real == "render", kid_subset_size=cfg.kid_subset_size)
         if samples_out is not None:
             save(samples, samples_out / name)

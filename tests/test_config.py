@@ -67,6 +67,15 @@ def test_null_paraphrase_set_is_left_out(tmp_path):
     assert eval_prompt_sets(Params.from_dict(d)) == {"standard": ["a", "b"], "paraphrase": ["a", "b"]}
 
 
+def test_images_per_prompt_repeats_each_prompt_in_a_row(tmp_path):
+    (tmp_path / "p.txt").write_text("a\nb\nc\n")
+    d = {"eval": {"prompts": str(tmp_path / "p.txt"), "paraphrase_prompts": None, "num_prompts": 2, "images_per_prompt": 3}}
+    assert eval_prompt_sets(Params.from_dict(d)) == {"standard": ["a", "a", "a", "b", "b", "b"]}
+    d["eval"]["images_per_prompt"] = 0
+    with pytest.raises(ConfigError, match="eval.images_per_prompt=0"):
+        Params.from_dict(d)
+
+
 def test_load_params_file(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"relax": {"fraction": 0.2, "where": "xT"}}))
     assert load_params(tmp_path / "p.yaml").relax.where == "xT"

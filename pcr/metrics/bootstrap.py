@@ -66,20 +66,37 @@ def _counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=r * n).reshape(r, n).astype(np.float64)
 
 
-def resample(n: int, replicates: int, seed: int, m: int | None = None) -> Weights:
-    """`replicates` bootstrap draws: N paired indices once per replicate (and M unpaired ones)."""
+def resample(n: int, replicates: int, seed: int, m: int | None = None, groups: np.ndarray | None = None) -> Weights:
+    """`replicates` bootstrap draws: N paired indices once per replicate (and M unpaired ones).
+
+    groups [N] (ints 0..G-1, e.g. the prompt of each sample): a cluster bootstrap, drawing G groups and
+    every sample of each; images of one prompt are correlated, so resampling them one by one would give
+    intervals that are too narrow.
+    """
     if n < 2 or replicates < 1:
         raise ValueError(f"a bootstrap needs at least 2 samples and 1 replicate, got {n} and {replicates}")
     rng = np.random.default_rng(seed)
-    pairs = _counts(rng.integers(0, n, (replicates, n)), n)
+    if groups is None:
+        pairs = _counts(rng.integers(0, n, (replicates, n)), n)
+    else:
+        g = _check_groups(groups, n)
+        pairs = _counts(rng.integers(0, g, (replicates, g)), g)[:, groups]  # [R, G] -> [R, N]
     real = _counts(rng.integers(0, m, (replicates, m)), m) if m else None
     return Weights(pairs, real)
 
 
-def jackknife(n: int, m: int | None = None, groups: int = JACKKNIFE_GROUPS) -> Weights:
-    """Leave-one-group-out weights: G = min(N, groups) rows, group of sample i is i mod G."""
-    g = min(n, groups)
-    pairs = (np.arange(n)[None, :] % g != np.arange(g)[:, None]).astype(np.float64)  # [G, N]
+def _check_groups(groups: np.ndarray, n: int) -> int:
+    g = int(groups.max()) + 1 if len(groups) else 0
+    if groups.shape != (n,) or groups.min() < 0 or len(np.unique(groups)) != g or g < 2:
+        raise ValueError(f"groups must label the {n} samples with 0..G-1 (each used, G >= 2), got {groups!r}")
+    return g
+
+
+def jackknife(n: int, m: int | None = None, groups: np.ndarray | None = None, max_groups: int = JACKKNIFE_GROUPS) -> Weights:
+    """Leave-one-group-out weights: G = min(N, max_groups) rows, sample i (or its cluster) in group i mod G."""
+    unit = np.arange(n) if groups is None else groups
+    g = min(int(unit.max()) + 1, max_groups)
+    pairs = (unit[None, :] % g != np.arange(g)[:, None]).astype(np.float64)  # [G, N]
     return Weights(pairs, np.ones((g, m)) if m else None)
 
 
@@ -116,12 +133,12 @@ def shifted(estimate: float, boot: np.ndarray, level: float = LEVEL) -> tuple[fl
 
 
 def intervals(stats: dict[str, Statistic], n: int, replicates: int, seed: int, m: int | None = None,
-              level: float = LEVEL) -> dict[str, tuple[float, float, float]]:
-    """(estimate, lo, hi) of each statistic; every statistic sees the same replicates.
+              level: float = LEVEL, groups: np.ndarray | None = None) -> dict[str, tuple[float, float, float]]:
+    """(estimate, lo, hi) of each statistic; every statistic sees the same replicates (clustered by `groups`).
 
     A statistic marked `biased` (FID and differences of FIDs) gets the shifted interval, the others BCa.
     """
-    boot, jack, one = resample(n, replicates, seed, m), jackknife(n, m), full(n, m)
+    boot, jack, one = resample(n, replicates, seed, m, groups), jackknife(n, m, groups), full(n, m)
     out = {}
     for key, stat in stats.items():
         est = float(stat(one)[0])

@@ -8,7 +8,8 @@ metrics.json carries, next to each figure X, `X_ci95: [lo, hi]` and the scalars 
 Two experiments pair up when their samples come from the same prompts and seeds (the same eval set):
 then both are resampled with the same indices, and the interval of A - B is paired; the FP32 and real
 images are the same in both, so their variation between prompts cancels. A difference is significant
-when its interval excludes 0.
+when its interval excludes 0. With several images per prompt (eval.images_per_prompt), replicates draw
+prompts, each with all its images (a cluster bootstrap): images of one prompt are not independent.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from pcr.metrics.bootstrap import LEVEL, difference, full, intervals
 from pcr.metrics.qdiffbench import figures, statistics
-from pcr.metrics.samples import Samples, load
+from pcr.metrics.samples import Samples, groups_of, load
 
 CI = "ci95"
 PAIRING_KEYS = ("n", "seed", "prompts_sha256", "feature_network", "paired_real")
@@ -40,7 +41,7 @@ def scored(s: Samples, replicates: int, seed: int, device: str | torch.device = 
     if replicates:
         stats, row_stats = statistics(s, device)
         for target, st in ((figs, stats), (row, row_stats)):
-            for key, (_, lo, hi) in intervals(st, s.n, replicates, seed, _real_count(s), LEVEL).items():
+            for key, (_, lo, hi) in intervals(st, s.n, replicates, seed, _real_count(s), LEVEL, groups_of(s)).items():
                 add_interval(target, key, lo, hi)
     return figs, row
 
@@ -64,7 +65,7 @@ def differences(a: Samples, b: Samples, replicates: int, seed: int,
     one = full(a.n, _real_count(a))
     diffs = {k: difference(sa[k], sb[k]) for k in sa if k in sb}
     out = {}
-    for key, (est, lo, hi) in intervals(diffs, a.n, replicates, seed, _real_count(a), LEVEL).items():
+    for key, (est, lo, hi) in intervals(diffs, a.n, replicates, seed, _real_count(a), LEVEL, groups_of(a)).items():
         out[key] = {"a": float(sa[key](one)[0]), "b": float(sb[key](one)[0]), "diff": est, CI: [lo, hi],
                     "significant": bool(lo > 0 or hi < 0)}
     return out

@@ -6,8 +6,9 @@ figures, their intervals, `pcr compare` and the report read it back and never ru
 A samples directory (score writes one per prompt set, `outputs/samples/<set>/`) holds one .npy per
 array, so that DVC stores the `fp32/` and `real/` files, identical across experiments of one eval set, once:
 
-    meta.json               n, seed (sample i: prompt i, seed + i), prompts_sha256, feature_network,
-                            paired_real, kid_subset_size
+    meta.json               n, seed (sample i: prompt i, seed + i), prompts_sha256, prompt_groups (sample
+                            i's prompt, numbered by first appearance: the bootstrap's clusters),
+                            feature_network, paired_real, kid_subset_size
     quant/features.npy      [N, D] float32  feature-network embeddings of the quantized images
     quant/psnr_fp32.npy     [N] float64     PSNR (dB, capped at 100) to the FP32 image of the same sample
     quant/ssim_fp32.npy     [N] float64
@@ -47,6 +48,18 @@ def feature_network_name(feature: str, feature_path: Path | None) -> str:
 
 def prompts_digest(prompts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+
+
+def prompt_groups(prompts: Sequence[str]) -> list[int]:
+    """Sample i's prompt as a number 0..G-1 in order of first appearance (eval.images_per_prompt repeats them)."""
+    first: dict[str, int] = {}
+    return [first.setdefault(p, len(first)) for p in prompts]
+
+
+def groups_of(samples: Samples) -> np.ndarray | None:
+    """The bootstrap's clusters: the prompts, when some prompt has several images; else None (per sample)."""
+    g = samples.meta.get("prompt_groups")
+    return np.asarray(g) if g is not None and max(g) + 1 < len(g) else None
 
 
 @dataclass

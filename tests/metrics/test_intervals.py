@@ -78,3 +78,16 @@ def test_compare_command(dirs):
     assert "| psnr_fp32 |" in table.output and "significant" in table.output
     missing = CliRunner().invoke(app, ["compare", str(dirs / "nope"), str(dirs / "a")])
     assert missing.exit_code == 2 and "neither a samples directory nor a DVC experiment" in missing.output
+
+
+def test_images_of_one_prompt_are_resampled_together(dirs):
+    """meta prompt_groups (score's, from the prompt list) makes the intervals a cluster bootstrap: with a
+    PSNR shared by each prompt's 8 images, the interval widens (prompts, not images, are independent)."""
+    s = load(dirs / "a" / "standard")
+    s.quant["psnr_fp32"] = np.repeat(np.random.default_rng(4).normal(40, 2, N // 8), 8)
+    per_image = scored(s, 400, 0)[0]["psnr_fp32_ci95"]
+    s.meta["prompt_groups"] = np.repeat(np.arange(N // 8), 8).tolist()
+    per_prompt = scored(s, 400, 0)[0]["psnr_fp32_ci95"]
+    assert per_prompt[1] - per_prompt[0] > 2 * (per_image[1] - per_image[0])
+    s.meta["prompt_groups"] = list(range(N))  # every prompt once: the per-image bootstrap, same draws
+    assert scored(s, 400, 0)[0]["psnr_fp32_ci95"] == per_image
