@@ -70,11 +70,22 @@ def calibrate(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories
 
 
 @app.command()
-def relax(params: Path = ParamsOpt, qconfig: Path = OUT / "qconfig.json", out: Path = OUT / "schedule.json") -> None:
+def sensitivity(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories.zarr", calib: Path = OUT / "calib.zarr",
+                qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json",
+                out: Path = OUT / "sensitivity.csv") -> None:
+    """Per-step sensitivity to relax.bits: the error to FP32 that relaxing each step alone removes (relax.where: auto)."""
+    from pcr.sensitivity import sensitivity as run
+
+    stage.run(lambda: run(_params(params), trajectories, calib, qparams, qconfig, out))
+
+
+@app.command()
+def relax(params: Path = ParamsOpt, qconfig: Path = OUT / "qconfig.json", sensitivity: Path = OUT / "sensitivity.csv",
+          out: Path = OUT / "schedule.json", bits: Path = OUT / "bits.csv") -> None:
     """Per-step activation bitwidth schedule (activation relaxing)."""
     from pcr.relax import relax as run
 
-    stage.run(lambda: typer.echo(run(_params(params).relax, qconfig, out).to_json()))
+    stage.run(lambda: typer.echo(run(_params(params).relax, qconfig, out, sensitivity, bits).to_json()))
 
 
 @app.command()

@@ -165,8 +165,10 @@ class RelaxConfig:
     fraction: float = 0.0  # share of sampling steps whose activations run at `bits`
     where: str = "x0"  # x0: the last steps (fidelity) | xT: the first steps | auto: the most sensitive steps (pcr.sensitivity)
     bits: int = 10
+    sensitivity_samples: int = 8  # calibration samples the sensitivity stage rolls out from every step (auto)
 
     def __post_init__(self):
+        _positive("relax.sensitivity_samples", self.sensitivity_samples)
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"relax.fraction={self.fraction!r} is not allowed: use a number in [0, 1]")
         _choice("relax.where", self.where, ("x0", "xT", "auto"))

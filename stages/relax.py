@@ -1,4 +1,4 @@
-"""DVC stage relax: the per-step activation bitwidth schedule -> schedule.json."""
+"""DVC stage relax: the per-step activation bitwidth schedule -> schedule.json (and bits.csv, its plot)."""
 
 from pcr import stage
 from pcr.config import load_params
@@ -6,8 +6,8 @@ from pcr.relax import relax
 
 
 def main(argv: list[str] | None = None) -> None:
-    params, qconfig, out = stage.paths(argv, ["params", "qconfig", "schedule"], "relax")
-    stage.run(lambda: relax(load_params(params).relax, qconfig, out))
+    params, qconfig, sensitivity, out, bits = stage.paths(argv, ["params", "qconfig", "sensitivity", "schedule", "bits"], "relax")
+    stage.run(lambda: relax(load_params(params).relax, qconfig, out, sensitivity, bits))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_five_percent_at_ten_bits_over_eight_averages_8_1():
 @pytest.mark.parametrize("kwargs,msg", [
     ({"fraction": 1.5}, r"relax.fraction=1.5 is not allowed: use a number in \[0, 1\]"),
     ({"fraction": -0.1}, r"relax.fraction=-0.1"),
-    ({"where": "middle"}, r"relax.where='middle' is not allowed: choose one of \['x0', 'xT'\]"),
+    ({"where": "middle"}, r"relax.where='middle' is not allowed: choose one of \['auto', 'x0', 'xT'\]"),
     ({"bits": 17}, r"relax.bits=17 is not allowed"),
 ])
 def test_bad_relax_config(kwargs, msg):

@@ -14,7 +14,7 @@ import yaml
 from depgraph import ROOT
 from tiny_models import build_tiny_clip
 
-STAGES = ["env", "collect", "weights", "reference", "calibrate", "relax", "export", "generate", "grid", "score"]
+STAGES = ["env", "collect", "weights", "reference", "calibrate", "sensitivity", "relax", "export", "generate", "grid", "score"]
 PROMPTS = ["a red circle", "a blue square", "a green circle", "a gray square", "a small red square"]
 Project = tuple[Path, dict]
 

@@ -24,7 +24,7 @@ from e2e_project import (
 from tiny_models import build_tiny_sd
 
 pytestmark = pytest.mark.slow
-MODEL_STAGES = {"collect", "weights", "reference", "calibrate", "export", "generate"}
+MODEL_STAGES = {"collect", "weights", "reference", "calibrate", "sensitivity", "export", "generate"}
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +70,18 @@ def test_repro_then_experiments_rerun_only_downstream(committed):
     assert ran(out) == {"env", "relax", "export", "generate", "grid", "score"}
     assert json.loads((root / "outputs/schedule.json").read_text())["bits"] == [8, 8, 10]
 
-    out = dvc(project, "exp", "run", "-S", "quant.act_bits=6")
-    assert ran(out) == {"env", "calibrate", "relax", "export", "generate", "grid", "score"}  # neither collect, weights nor reference
+    out = dvc(project, "exp", "run", "-S", "relax.where=auto")  # the sensitivity was measured already: relax reads it
+    assert ran(out) == {"env", "relax", "export", "generate", "grid", "score"}
+    schedule = json.loads((root / "outputs/schedule.json").read_text())
+    sens = schedule["sensitivity"]
+    assert schedule["relaxed_steps"] == [max(range(3), key=sens.__getitem__)] and schedule["bits"].count(10) == 1
+
+    out = dvc(project, "exp", "run", "-S", "quant.act_bits=6", "-S", "relax.where=x0")
+    assert ran(out) == {"env", "calibrate", "sensitivity", "relax", "export", "generate", "grid", "score"}  # neither collect, weights nor reference
 
     out = dvc(project, "exp", "run", "-S", "quant.act_bits=8")  # back to the committed value
     assert ran(out) == {"env"}
-    assert {"calibrate", "relax", "export", "generate", "score"} <= from_run_cache(out) | set(re.findall(r"Stage '(\w+)' didn't change", out))
+    assert {"calibrate", "sensitivity", "relax", "export", "generate", "score"} <= from_run_cache(out) | set(re.findall(r"Stage '(\w+)' didn't change", out))
 
 
 def test_artifact_loads_without_the_float_unet_weights(committed, tmp_path):
@@ -142,13 +148,15 @@ def test_bad_param_fails_in_env_before_any_output_is_removed(committed):
 
 def test_bad_param_fails_cleanly_without_outputs(committed):
     root, env = committed
-    r = subprocess.run([sys.executable, "stages/relax.py", "params.yaml", "outputs/qconfig.json", "outputs/bad.json"], cwd=root,
+    r = subprocess.run([sys.executable, "stages/relax.py", "params.yaml", "outputs/qconfig.json", "outputs/sensitivity.csv",
+                        "outputs/bad.json", "outputs/bad.csv"], cwd=root,
                        env={**env}, capture_output=True, text=True)
     assert r.returncode == 0
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["relax"]["fraction"] = 1.5
     (root / "bad.yaml").write_text(yaml.safe_dump(p))
-    r = subprocess.run([sys.executable, "stages/relax.py", "bad.yaml", "outputs/qconfig.json", "outputs/bad2.json"], cwd=root,
+    r = subprocess.run([sys.executable, "stages/relax.py", "bad.yaml", "outputs/qconfig.json", "outputs/sensitivity.csv",
+                        "outputs/bad2.json", "outputs/bad2.csv"], cwd=root,
                        env=env, capture_output=True, text=True)
     assert r.returncode == 2
     assert "relax.fraction=1.5 is not allowed: use a number in [0, 1]" in r.stderr and "Traceback" not in r.stderr

@@ -16,7 +16,7 @@ from tiny_models import build_tiny_clip
 from pcr.config import Params, calibration_prompts, eval_prompt_sets
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-ORDER = ["collect", "weights", "reference", "calibrate", "relax", "export", "generate", "grid", "score"]  # env validates every key
+ORDER = ["collect", "weights", "reference", "calibrate", "sensitivity", "relax", "export", "generate", "grid", "score"]  # env validates every key
 
 
 def traced(section, prefix: str, log: set[str]):
@@ -51,7 +51,7 @@ def _stage_main(name: str):
 def test_each_stage_reads_exactly_its_listed_keys(tmp_path, tiny_sd_dir, small_params, monkeypatch):
     build_tiny_clip(tmp_path / "clip")
     recon = {"iterations": 1, "batch_size": 2, "num_samples": 1, "num_steps": 1}  # adaround: the weights stage reads quant.recon.*
-    params = small_params(tiny_sd_dir, model={"steps": 3}, relax={"fraction": 0.34},
+    params = small_params(tiny_sd_dir, model={"steps": 3}, relax={"fraction": 0.34, "where": "auto"},
                           quant={"weight_observer": "minmax", "act_observer": "minmax", "weight_method": "adaround", "recon": recon},
                           score={"feature_path": str(tmp_path / "clip"), "clip_path": str(tmp_path / "clip"), "kid_subset_size": 2})
     o = tmp_path / "outputs"
@@ -63,7 +63,8 @@ def test_each_stage_reads_exactly_its_listed_keys(tmp_path, tiny_sd_dir, small_p
         "weights": [o / "traj.zarr", o / "weights.safetensors", o / "weights_loss.csv"],
         "reference": [o / "eval.json", o / "ref.zarr"],
         "calibrate": [o / "traj.zarr", o / "weights.safetensors", o / "calib.zarr", o / "q.safetensors", o / "q.json", o / "activations.zarr"],
-        "relax": [o / "q.json", o / "schedule.json"],
+        "sensitivity": [o / "traj.zarr", o / "calib.zarr", o / "q.safetensors", o / "q.json", o / "sensitivity.csv"],
+        "relax": [o / "q.json", o / "sensitivity.csv", o / "schedule.json", o / "bits.csv"],
         "export": [o / "q.safetensors", o / "q.json", o / "calib.zarr", o / "schedule.json", o / "quantized"],
         "generate": [o / "quantized", o / "ref.zarr", o / "gen.zarr"],
         "grid": [o / "ref.zarr", o / "gen.zarr", o / "grid.png"],
