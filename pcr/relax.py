@@ -66,11 +66,13 @@ class Sensitivity:
     @classmethod
     def load(cls, path: str | Path) -> Sensitivity:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or tuple(rows[0]) != SENSITIVITY_COLUMNS:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        if tuple(reader.fieldnames or ()) != SENSITIVITY_COLUMNS:
             raise StoreError(f"{path} is not a sensitivity table (columns {list(SENSITIVITY_COLUMNS)}): rerun the sensitivity stage")
         col = {c: np.array([float(r[c]) for r in rows]) for c in SENSITIVITY_COLUMNS}
-        return cls(col["timestep"], col["gain_db"], col["stderr_db"], int(col["samples"][0]), int(col["bits"][0]))
+        first = rows[0] if rows else {"samples": 0, "bits": 0}  # no rows: not measured (relax.where was not auto)
+        return cls(col["timestep"], col["gain_db"], col["stderr_db"], int(first["samples"]), int(first["bits"]))
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def relax(cfg: RelaxConfig, qconfig: str | Path, out: str | Path, sensitivity: s
     if len(base) != 1:
         raise StoreError(f"{qconfig}: layers have different activation bits {sorted(base)}; relax needs one base bitwidth")
     sens = Sensitivity.load(sensitivity) if cfg.where == "auto" and sensitivity is not None else None
-    if sens is not None and sens.bits != cfg.bits:
+    if sens is not None and len(sens.timesteps) and sens.bits != cfg.bits:
         raise StoreError(f"{sensitivity} measured relaxed steps at {sens.bits} bits, relax.bits={cfg.bits}: rerun the sensitivity stage")
     schedule = make_schedule(cfg, qmap.num_steps, base.pop(), sens)
     with atomic_path(out) as tmp:

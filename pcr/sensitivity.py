@@ -75,7 +75,12 @@ def _mse(x: Tensor, target: Tensor) -> Tensor:
 def sensitivity(params, trajectories: str | Path, calib_path: str | Path, qparams: str | Path, qconfig: str | Path,
                 out: str | Path, progress: bool = True) -> Sensitivity:
     """The sensitivity stage: S_k of the calibrated model at relax.bits on the first relax.sensitivity_samples
-    calibration samples -> out (CSV)."""
+    calibration samples -> out (CSV). Measured for relax.where = auto only (the other schedules do not read
+    it, and it costs about three calibration passes per step); otherwise the table has no rows."""
+    if params.relax.where != "auto":
+        result = Sensitivity(np.zeros(0), np.zeros(0), np.zeros(0), 0, params.relax.bits)
+        result.save(out)
+        return result
     from pcr.quant.observers import get_observer
     from pcr.quant.quantize import qmodules
     from pcr.quant.serialize import load_quant_state

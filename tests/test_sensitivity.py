@@ -9,7 +9,7 @@ from pcr.calibrate.sweep import sweep
 from pcr.collect import collect
 from pcr.config import RelaxConfig
 from pcr.errors import StoreError
-from pcr.relax import Sensitivity, make_schedule, relax
+from pcr.relax import SENSITIVITY_COLUMNS, Sensitivity, make_schedule, relax
 from pcr.sensitivity import measure
 from pcr.stores import open_store
 
@@ -75,10 +75,15 @@ def test_auto_schedule_takes_significant_steps_then_the_x0_end(tmp_path):
         make_schedule(RelaxConfig(fraction=0.4, where="auto"), 7, 8, back)
 
 
-def test_relax_refuses_a_sensitivity_measured_at_other_bits(tmp_path):
+def _qconfig(tmp_path):
     from pcr.quant.quantize import LayerQuant, QuantMap
 
     QuantMap(5, "mse", "minmax", {"a": LayerQuant("QLinear", 8, False, 8, False)}).save(tmp_path / "q.json")
+    return tmp_path / "q.json"
+
+
+def test_relax_refuses_a_sensitivity_measured_at_other_bits(tmp_path):
+    _qconfig(tmp_path)
     Sensitivity(np.arange(5.0), np.ones(5), np.ones(5), samples=4, bits=10).save(tmp_path / "s.csv")
     with pytest.raises(StoreError, match="at 10 bits, relax.bits=12"):
         relax(RelaxConfig(fraction=0.2, where="auto", bits=12), tmp_path / "q.json", tmp_path / "out.json", tmp_path / "s.csv")
@@ -88,3 +93,14 @@ def test_relax_refuses_a_sensitivity_measured_at_other_bits(tmp_path):
     assert (tmp_path / "bits.csv").read_text().splitlines() == ["step,act_bits", "0,8", "1,8", "2,8", "3,8", "4,10"]
 
 
+
+
+def test_sensitivity_is_measured_for_auto_only(tmp_path):
+    from pcr.config import Params
+    from pcr.sensitivity import sensitivity
+
+    params = Params.from_dict({"relax": {"where": "x0"}})
+    sensitivity(params, tmp_path / "no.zarr", tmp_path / "no.zarr", "q", "q", tmp_path / "s.csv")  # reads no input
+    assert (tmp_path / "s.csv").read_text().splitlines() == [",".join(SENSITIVITY_COLUMNS)]
+    with pytest.raises(StoreError, match="needs the sensitivity of all 5 steps, got 0 steps"):
+        relax(RelaxConfig(fraction=0.2, where="auto"), _qconfig(tmp_path), tmp_path / "out.json", tmp_path / "s.csv")
