@@ -163,16 +163,22 @@ def inspect(store: Path = typer.Argument(..., help="a .zarr store written by a s
 
 @app.command()
 def report(
-    weight_bits: list[int] = typer.Option([8, 4], help="weight bitwidths of the table's row groups"),
-    set_: list[str] = typer.Option([], "--set", "-S", help="extra params overrides for every row, e.g. eval.num_prompts=32"),
+    only: list[str] = typer.Option(["*"], help="run only the rows whose label matches (fnmatch), e.g. 'W8A8*'"),
+    set_: list[str] = typer.Option([], "--set", "-S", help="extra params overrides for every row, e.g. score.bootstrap=200"),
     out: Path = OUT / "results.md",
-    from_json: Path = typer.Option(None, help="only format the table of a results.json written before"),
+    from_json: list[Path] = typer.Option([], help="only format results files written before (several: merged)"),
+    readme: Path = typer.Option(None, help="also write the document between this README's evidence markers"),
 ) -> None:
-    """Run the results table's rows as DVC experiments and write a markdown table of their metrics."""
-    from pcr.report import from_json as table
-    from pcr.report import run
+    """Run the evidence table's rows as DVC experiments; write the table, the claims' paired differences and verdicts."""
+    from pcr import report as rep
 
-    typer.echo(table(from_json) if from_json else run(out=out, weight_bits=tuple(weight_bits), extra=tuple(set_)))
+    def go() -> None:
+        text = rep.from_json(from_json, readme) if from_json else rep.run(out=out, only=tuple(only), extra=tuple(set_))
+        if readme is not None and not from_json:
+            rep.write_readme(readme, text)
+        typer.echo(text)
+
+    stage.run(go)
 
 
 @app.command()

@@ -1,10 +1,15 @@
-"""The README's results table: one `dvc exp run` per row, metrics read back from each run.
+"""The README's evidence table: one `dvc exp run` per row, metrics and per-sample data read back from each run.
 
-Rows: FP32, then for W8A8 and W4A8: shared, fp32, progressive, progressive + relax 20% near x0,
-progressive + relax 20% near x_T. Every row is a DVC experiment, so `dvc exp show` lists them too.
-Every figure carries its 95% interval (score's, from metrics.json). Under the table, the paired
-differences behind the paper's claims (progressive vs fp32 and shared, relaxed vs not), with their
+Rows (`rows()`): W8 weights with A ∈ {8, 6, 4} × mode {shared, fp32, progressive}; W8A8 progressive relaxed
+at 20% (x0, xT, auto) and 5% (x0, auto); W4A8 progressive with rtn and with AdaRound weights. Every row is a
+DVC experiment, so `dvc exp show` lists them too. Every figure carries its 95% interval (score's, from
+metrics.json). Under the table, the paired differences behind the paper's claims (`CLAIMS`), with their
 intervals and significance, from each row's per-sample data (`pcr.metrics.intervals`, as `pcr compare`).
+
+The protocol (`PROTOCOL`, applied to every row): 100 prompts × 10 seeds = 1,000 images per prompt set, the
+number at which a 0.2 dB PSNR difference is detected (README, "Error bars and power"). `--only` runs a subset
+of rows (fnmatch on labels) so that parts can run side by side; `pcr report --from-json A.json B.json` merges
+their results into one table, and `--readme` writes it between the README's evidence markers.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatch
 from pathlib import Path
 
 from pcr.errors import StoreError
 
-RELAX = 0.2
+PROTOCOL = {"eval.num_prompts": 100, "eval.images_per_prompt": 10}
+README_MARKERS = ("<!-- evidence:start -->", "<!-- evidence:end -->")
 COLUMNS = (  # (metrics key, header, format)
     ("average_bits", "avg A bits", "{:.2f}"),
     ("fid_fp32", "FID to FP32 ↓", "{:.4f}"),
@@ -38,28 +45,32 @@ COLUMNS = (  # (metrics key, header, format)
 )
 
 
-CLAIMS = (  # (row A, row B) suffixes of one weight group: the difference A - B says whether A is better
-    ("progressive", "fp32"),
-    ("progressive", "shared"),
-    ("progressive + relax 20% x0", "progressive"),
-    ("progressive + relax 20% xT", "progressive"),
+CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
+    *((f"W8A{a} progressive", f"W8A{a} {b}") for a in (8, 6, 4) for b in ("fp32", "shared")),
+    *(("W8A8 progressive + relax 20% " + w, "W8A8 progressive") for w in ("x0", "xT", "auto")),
+    ("W8A8 progressive + relax 20% auto", "W8A8 progressive + relax 20% x0"),
+    ("W8A8 progressive + relax 20% auto", "W8A8 progressive + relax 20% xT"),
+    ("W8A8 progressive + relax 5% auto", "W8A8 progressive + relax 5% x0"),
+    ("W4A8 progressive adaround", "W4A8 progressive"),
 )
 CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
 SAMPLES = Path("outputs/samples")
+ADAROUND_ITERATIONS = 500  # the evidence run's AdaRound (the official 2000 take 54 min on this CPU)
 
 
-def rows(weight_bits: tuple[int, ...] = (8, 4), act_bits: int = 8) -> list[tuple[str, dict[str, object]]]:
+def rows() -> list[tuple[str, dict[str, object]]]:
     out = []
-    for w in weight_bits:
-        base = {"quant.weight_bits": w, "quant.act_bits": act_bits, "relax.fraction": 0.0}
-        tag = f"W{w}A{act_bits}"
-        out += [
-            (f"{tag} shared", {**base, "calibrate.mode": "shared"}),
-            (f"{tag} fp32", {**base, "calibrate.mode": "fp32"}),
-            (f"{tag} progressive", {**base, "calibrate.mode": "progressive"}),
-            (f"{tag} progressive + relax 20% x0", {**base, "calibrate.mode": "progressive", "relax.fraction": RELAX, "relax.where": "x0"}),
-            (f"{tag} progressive + relax 20% xT", {**base, "calibrate.mode": "progressive", "relax.fraction": RELAX, "relax.where": "xT"}),
-        ]
+    for a in (8, 6, 4):
+        base = {"quant.weight_bits": 8, "quant.act_bits": a, "quant.weight_method": "rtn", "relax.fraction": 0.0,
+                "relax.where": "x0"}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
+        out += [(f"W8A{a} {mode}", {**base, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
+    w8a8 = {"quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive"}
+    for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
+        out += [(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {**w8a8, "relax.fraction": fraction, "relax.where": w})
+                for w in wheres]
+    w4 = {**w8a8, "quant.weight_bits": 4, "relax.fraction": 0.0, "relax.where": "x0"}
+    out += [("W4A8 progressive", w4),
+            ("W4A8 progressive adaround", {**w4, "quant.weight_method": "adaround", "quant.recon.iterations": ADAROUND_ITERATIONS})]
     return out
 
 
@@ -98,31 +109,83 @@ def markdown(table: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def claims_markdown(samples: dict[str, Path], replicates: int = 1000, seed: int = 0) -> str:
-    """Paired differences A − B of the CLAIMS between rows whose samples directories are given (by label)."""
+LOWER_IS_BETTER = ("fid_fp32", "kid_fp32")
+
+
+def claim_results(samples: dict[str, Path], replicates: int = 1000, seed: int = 0) -> list[tuple[str, str, dict]]:
+    """(A, B, compare_dirs(A, B)) of every claim whose two rows are in `samples` (label -> samples directory)."""
     from pcr.metrics.intervals import compare_dirs
 
-    lines = ["| A − B | set | figure | A | B | A − B [95% CI] | significant |", "|" + " --- |" * 7]
-    for label_a, path_a in samples.items():
-        tag, _, suffix = label_a.partition(" ")
-        for a, b in CLAIMS:
-            label_b = f"{tag} {b}"
-            if suffix != a or label_b not in samples:
-                continue
-            for name, diffs in compare_dirs(path_a, samples[label_b], replicates, seed).items():
-                for key in (k for k in CLAIM_FIGURES if k in diffs):
-                    d = diffs[key]
-                    lo, hi = d["ci95"]
-                    lines.append(f"| {label_a} − {b} | {name} | {key} | {d['a']:.5g} | {d['b']:.5g} | "
-                                 f"{d['diff']:+.4g} [{lo:+.4g}, {hi:+.4g}] | {'yes' if d['significant'] else 'no'} |")
+    return [(a, b, compare_dirs(samples[a], samples[b], replicates, seed)) for a, b in CLAIMS if a in samples and b in samples]
+
+
+def verdict(diffs: dict) -> str:
+    """'A better' / 'B better' when every significant figure of CLAIM_FIGURES favours one side, 'mixed' when
+    they disagree, 'no significant difference' when none is significant."""
+    sides = set()
+    for key in (k for k in CLAIM_FIGURES if k in diffs and diffs[k]["significant"]):
+        sides.add("A" if (diffs[key]["diff"] < 0) == (key in LOWER_IS_BETTER) else "B")
+    return {frozenset(): "no significant difference", frozenset("A"): "A better", frozenset("B"): "B better"}.get(
+        frozenset(sides), "mixed")
+
+
+def claims_markdown(results: list[tuple[str, str, dict]]) -> str:
+    """Per claim and prompt set: the verdict, then every figure's paired difference with its interval."""
+    lines = ["| A | B | set | verdict | " + " | ".join(f"{k} A − B [95% CI]" for k in CLAIM_FIGURES) + " |",
+             "|" + " --- |" * (4 + len(CLAIM_FIGURES))]
+    for a, b, per_set in results:
+        for name, diffs in per_set.items():
+            cells = []
+            for key in CLAIM_FIGURES:
+                d = diffs.get(key)
+                if d is None:
+                    cells.append("–")
+                    continue
+                lo, hi = d["ci95"]
+                cells.append(f"{d['diff']:+.3g} [{lo:+.3g}, {hi:+.3g}]" + (" *" if d["significant"] else ""))
+            lines.append(f"| {a} | {b} | {name} | {verdict(diffs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def from_json(path: Path) -> str:
-    """The markdown table of a results.json that `run` wrote (no experiment is run)."""
-    results = json.loads(Path(path).read_text())
-    first = next(iter(results.values()))
-    return markdown([("FP32", fp32_row(first)), *results.items()])
+def load_results(paths: list[Path]) -> dict[str, dict]:
+    """label -> {"metrics", "samples", "overrides"} of one or more results files `run` wrote (merged in order)."""
+    merged: dict[str, dict] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if "rows" not in data:
+            raise StoreError(f"{path} is not a results file of `pcr report` (no 'rows')")
+        for label, row in data["rows"].items():
+            merged[label] = {**row, "samples": str((Path(path).parent / row["samples"]).resolve())}
+    return merged
+
+
+def document(results: dict[str, dict], replicates: int = 1000, seed: int = 0) -> str:
+    """The table (rows in `rows()` order), then the claims' paired differences and verdicts."""
+    order = [label for label, _ in rows() if label in results] + [label for label in results if label not in dict(rows())]
+    first = results[order[0]]["metrics"]
+    table = markdown([("FP32", fp32_row(first)), *((label, results[label]["metrics"]) for label in order)])
+    claims = claim_results({label: Path(results[label]["samples"]) for label in order}, replicates, seed)
+    meta = json.loads((Path(results[order[0]]["samples"]) / "standard" / "meta.json").read_text())
+    return (table + f"\n\nPaired differences A − B over the same prompts and seeds ({meta['n']} images per set; 95% "
+            "interval of a bootstrap over prompts; * significant):\n\n" + claims_markdown(claims))
+
+
+def from_json(paths: list[Path], readme: Path | None = None) -> str:
+    """The evidence document of results files `run` wrote (no experiment is run); into `readme` between its markers."""
+    text = document(load_results(paths))
+    if readme is not None:
+        write_readme(readme, text)
+    return text
+
+
+def write_readme(readme: Path, text: str) -> None:
+    start, end = README_MARKERS
+    body = readme.read_text()
+    if body.count(start) != 1 or body.count(end) != 1 or body.index(start) > body.index(end):
+        raise StoreError(f"{readme} must hold the markers {start} and {end} once each, in that order")
+    head, _, rest = body.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 @contextmanager
@@ -143,26 +206,29 @@ def samples_at(ref: str | Path, samples: Path = SAMPLES) -> Iterator[Path]:
 
 
 def run(metrics_path: Path = Path("outputs/metrics.json"), out: Path = Path("outputs/results.md"),
-        weight_bits: tuple[int, ...] = (8, 4), extra: tuple[str, ...] = ()) -> str:
-    """Run every row as `dvc exp run -S ...`, collect its metrics and samples, write and return the markdown
-    table and the claims' paired differences."""
-    table: list[tuple[str, dict]] = []
-    results, kept = {}, {}
+        only: tuple[str, ...] = ("*",), extra: tuple[str, ...] = ()) -> str:
+    """Run the rows matching `only` as `dvc exp run -S ...` (PROTOCOL and `extra` on top), keep each one's metrics
+    and samples, write results.json (rows so far, after every row) and the markdown document; return it."""
+    todo = [(label, o) for label, o in rows() if any(fnmatch(label, p) for p in only)]
+    if not todo:
+        raise StoreError(f"--only {list(only)} matches no row: rows are {[label for label, _ in rows()]}")
     keep = out.parent / "report_samples"
-    for label, overrides in rows(weight_bits):
-        args = [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v}")] + [arg for e in extra for arg in ("-S", e)]
+    results: dict[str, dict] = {}
+    bad = [e for e in extra if "=" not in e]
+    if bad:
+        raise StoreError(f"--set {bad[0]!r} is not KEY=VALUE")
+    for label, overrides in todo:
+        settings = {**PROTOCOL, **overrides, **dict(e.split("=", 1) for e in extra)}
+        args = [arg for k, v in settings.items() for arg in ("-S", f"{k}={v}")]
         print(f"== {label}: dvc exp run {' '.join(args)}", flush=True)
         subprocess.run([sys.executable, "-m", "dvc", "exp", "run", *args], check=True)
-        metrics = json.loads(metrics_path.read_text())
-        if not table:
-            table.append(("FP32", fp32_row(metrics)))
-        table.append((label, metrics))
-        results[label] = metrics
-        kept[label] = keep / label.replace(" ", "_").replace("%", "pc").replace("+", "and")
-        if kept[label].exists():
-            shutil.rmtree(kept[label])
-        shutil.copytree(SAMPLES, kept[label])
-    text = markdown(table) + "\n\nPaired differences (A − B over the same prompts and seeds):\n\n" + claims_markdown(kept)
+        kept = keep / label.replace(" ", "_").replace("%", "pc").replace("+", "and")
+        if kept.exists():
+            shutil.rmtree(kept)
+        shutil.copytree(SAMPLES, kept)
+        results[label] = {"metrics": json.loads(metrics_path.read_text()), "samples": str(kept.relative_to(out.parent)),
+                          "overrides": settings}
+        out.with_suffix(".json").write_text(json.dumps({"rows": results}, indent=1))
+    text = from_json([out.with_suffix(".json")])
     out.write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     return text

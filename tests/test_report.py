@@ -1,13 +1,15 @@
-from pcr.report import COLUMNS, fp32_row, markdown, rows
+from pcr.report import CLAIMS, COLUMNS, fp32_row, markdown, rows
 
 
 def test_rows_cover_the_issue_table():
-    labels = [label for label, _ in rows()]
-    assert labels[:5] == ["W8A8 shared", "W8A8 fp32", "W8A8 progressive", "W8A8 progressive + relax 20% x0",
-                          "W8A8 progressive + relax 20% xT"]
-    assert len(labels) == 10 and labels[5].startswith("W4A8")
-    overrides = dict(rows()[4][1])
-    assert overrides["relax.where"] == "xT" and overrides["relax.fraction"] == 0.2
+    table = dict(rows())
+    assert {f"W8A{a} {m}" for a in (8, 6, 4) for m in ("shared", "fp32", "progressive")} <= set(table)
+    assert {f"W8A8 progressive + relax 20% {w}" for w in ("x0", "xT", "auto")} <= set(table)
+    assert {"W4A8 progressive", "W4A8 progressive adaround"} <= set(table)
+    assert table["W8A8 progressive + relax 20% xT"]["relax.where"] == "xT"
+    keys = set(table["W8A8 shared"])
+    assert all(set(o) >= keys for o in table.values())  # every row sets what any row changes: rows don't inherit
+    assert all(a in table and b in table for a, b in CLAIMS)
 
 
 def test_markdown_table_formats_nested_keys_and_missing_values():
