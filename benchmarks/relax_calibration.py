@@ -25,6 +25,7 @@ from pcr.calibrate.sweep import sweep
 from pcr.collect import collect
 from pcr.config import eval_prompt_sets, load_params
 from pcr.distributed import batches
+from pcr.metrics.image import psnr_per_image
 from pcr.metrics.qdiffbench import qdiffbench
 from pcr.models.conditioning import select
 from pcr.quant.quantize import set_activation_step
@@ -39,6 +40,12 @@ def images(pipe, sampler, params, prompts):
     for b in batches(len(prompts), e.batch_size):
         out.append(decode(pipe, sample(sampler, select(cond, b), [e.seed + i for i in range(b.start, b.stop)])))
     return np.concatenate(out)
+
+
+def _paired(d: np.ndarray) -> dict:
+    """Mean of per-image differences with a normal 95% interval (the images pair up by prompt and seed)."""
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)]}
 
 
 def main() -> None:
@@ -92,6 +99,7 @@ def main() -> None:
             "median_relative_scale_difference": float(np.median(rel)),
             "pcr_from_stats": qdiffbench(ours, ref, None, prompts, **bench),
             "official_recalibrated": qdiffbench(official, ref, None, prompts, **bench),
+            "psnr_difference_pcr_minus_official": _paired(psnr_per_image(ours, ref) - psnr_per_image(official, ref)),
             "images_identical": bool(np.array_equal(ours, official)),
             "mean_abs_pixel_difference": float(np.abs(ours.astype(int) - official.astype(int)).mean()),
             "calibration_seconds": {"pcr": t_pcr, "official": t_official},

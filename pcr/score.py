@@ -15,6 +15,8 @@ metrics.json (flat keys for the standard set, a nested block per other set):
 samples/<set>/: the per-sample data (layout in pcr/metrics/samples.py), for `pcr compare`.
 plots/step_error.csv: relative L2 error of the quantized calibration trajectory per step,
     ||x̂_k - x_k|| / ||x_k||, against the FP32 one (the accumulated error PCR targets).
+plots/ranges/<layer>.csv: per step, the input range (max - min) of a layer on the FP32 trajectory and on the
+    calibration's (what its parameters were fixed from), for the RANGE_LAYERS layers whose ranges differ most.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pcr.metrics.samples import Judge, extract, load_models, prompt_groups, prom
 from pcr.stores import StoreError, open_store
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+RANGE_LAYERS = 3
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,6 +91,19 @@ def step_error(traj_path: str | Path, calib_path: str | Path) -> list[dict]:
     return rows
 
 
+def activation_ranges(traj_path: str | Path, calib_path: str | Path, layers: int = RANGE_LAYERS) -> dict[str, np.ndarray]:
+    """layer -> [T, 2] input range (max - min) per step, FP32 trajectory and calibration, of the `layers` layers
+    whose calibration ranges depart most from the FP32 ones (largest mean |log ratio|)."""
+    traj, calib = open_store(traj_path, "trajectories"), open_store(calib_path, "calibration")
+    names = calib.attrs["layers"]
+    idx = [traj.attrs["layers"].index(n) for n in names]
+    fp32 = traj["stats/max"][:][:, idx] - traj["stats/min"][:][:, idx]  # [T, L]
+    cal = calib["stats/max"][:] - calib["stats/min"][:]  # [T, L]
+    drift = np.abs(np.log(np.maximum(cal, 1e-12) / np.maximum(fp32, 1e-12))).mean(0)  # [L]
+    top = np.argsort(-drift, kind="stable")[:layers]
+    return {names[i]: np.stack([fp32[:, i], cal[:, i]], axis=1) for i in top}
+
+
 def _write_json(path: str | Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -139,5 +155,8 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
     rows = step_error(traj_path, calib_path)
     (plots / "step_error.csv").write_text("step,relative_error\n" + "".join(f"{r['step']},{r['relative_error']:.6g}\n" for r in rows))
     metrics["final_step_error"] = rows[-1]["relative_error"]
+    (plots / "ranges").mkdir(exist_ok=True)
+    for layer, r in activation_ranges(traj_path, calib_path).items():
+        (plots / "ranges" / f"{layer}.csv").write_text("step,fp32,calibrated\n" + "".join(f"{k},{a:.6g},{b:.6g}\n" for k, (a, b) in enumerate(r)))
     _write_json(metrics_out, metrics)
     return metrics

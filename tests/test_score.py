@@ -49,12 +49,17 @@ def _image_store(path, kind, images, **attrs):
     finish_store(g, path)
 
 
-def _trajectory_store(path, kind, x):
+def _trajectory_store(path, kind, x, layers, lo, hi):
     from pcr.stores import add_array, create_store, finish_store
 
-    g = create_store(path, kind)
+    g = create_store(path, kind, layers=layers)
     add_array(g, "x", x.shape, "float32", ("state", "sample", "channel", "height", "width"), x.shape)[:] = x
+    for name, v in (("min", lo), ("max", hi)):
+        add_array(g, f"stats/{name}", v.shape, "float32", ("step", "layer"), v.shape)[:] = v
     finish_store(g, path)
+
+
+RANGES = np.linspace(1.0, 2.0, 3)[:, None] * np.array([1.0, 2.0, 3.0, 4.0])  # [T=3, 4 layers] FP32 input ranges
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +77,9 @@ def project(tmp_path_factory):
     _image_store(tmp / "ref.zarr", "reference", fp32)
     _image_store(tmp / "gen.zarr", "generated", quant, average_bits=8.0, weight_bits=8)
     x = rng.normal(size=(4, 2, 1, 2, 2)).astype(np.float32)
-    _trajectory_store(tmp / "traj.zarr", "trajectories", x)
-    _trajectory_store(tmp / "calib.zarr", "calibration", x + 0.1)
+    _trajectory_store(tmp / "traj.zarr", "trajectories", x, list("abcd"), -RANGES / 2, RANGES / 2)
+    drift = RANGES[:, [3, 1, 0]] * [1.5, 1.0, 0.25]  # calibration ranges of d, b, a: d 1.5x, b equal, a 4x narrower
+    _trajectory_store(tmp / "calib.zarr", "calibration", x + 0.1, list("dba"), -drift / 2, drift / 2)
     return tmp, clip
 
 
@@ -158,3 +164,15 @@ def test_no_intervals_with_bootstrap_zero(project):
     tmp, clip = project
     m = _run(tmp, clip, "none", bootstrap=0, judge=None, real=None)
     assert "fid_fp32" in m and not any(k.endswith("ci95") for k in m)
+
+
+def test_activation_ranges_plot_the_layers_that_drift_most(project):
+    from pcr.score import activation_ranges
+
+    tmp, clip = project
+    r = activation_ranges(tmp / "traj.zarr", tmp / "calib.zarr", layers=2)
+    assert list(r) == ["a", "d"]  # |log 0.25| > |log 1.5| > |log 1|
+    np.testing.assert_allclose(r["a"], np.stack([RANGES[:, 0], RANGES[:, 0] / 4], 1), rtol=1e-6)
+    _run(tmp, clip, "plots", bootstrap=0, judge=None, real=None)
+    lines = (tmp / "plots_plots" / "ranges" / "d.csv").read_text().splitlines()
+    assert lines[0] == "step,fp32,calibrated" and lines[1] == "0,4,6"
