@@ -1,4 +1,7 @@
-from pcr.report import CLAIMS, COLUMNS, fp32_row, markdown, rows
+import pytest
+
+from pcr.errors import StoreError
+from pcr.report import CLAIMS, COLUMNS, fp32_row, load_results, markdown, rows
 
 
 def test_rows_cover_the_issue_table():
@@ -19,3 +22,52 @@ def test_markdown_table_formats_nested_keys_and_missing_values():
     assert len(lines) == 4 and lines[0].count("|") == len(COLUMNS) + 2
     assert "| W8A8 | 8.40 | 1.2340 |" in text and "2.5000" in text
     assert lines[2].startswith("| FP32 | 32.00 | – |")
+
+
+def _samples(root, psnr_shift: float):
+    """A samples directory whose PSNR is the base one shifted (everything else alike): a known difference."""
+    import numpy as np
+
+    from pcr.metrics.samples import Samples, save
+
+    rng = np.random.default_rng(0)
+    n = 60
+    meta = {"n": n, "seed": 1, "prompts_sha256": "x", "feature_network": "clip:t", "paired_real": True, "kid_subset_size": 10,
+            "prompt_groups": np.repeat(np.arange(20), 3).tolist()}
+    f = rng.normal(size=(n, 4)).astype(np.float32)
+    psnr = 40 + rng.normal(0, 1, n) + psnr_shift
+    ssim = np.full(n, 0.99)
+    save(Samples(meta, quant={"features": f, "psnr_fp32": psnr, "ssim_fp32": ssim}, fp32={"features": f}), root / "standard")
+    return root
+
+
+def test_document_merges_parts_and_gives_verdicts(tmp_path):
+    import json
+
+    from pcr.report import document, from_json, verdict, write_readme
+
+    base = {"fid_fp32": 0.1, "psnr_fp32": 40.0, "average_bits": 8.0}
+    parts = {"A": {"W8A8 progressive": 0.0, "W8A8 fp32": -2.0}, "B": {"W8A8 shared": 0.0}}
+    paths = []
+    for name, part in parts.items():
+        rows_ = {label: {"metrics": base, "samples": f"s/{label}", "overrides": {}} for label in part}
+        for label, shift in part.items():
+            _samples(tmp_path / name / "s" / label, shift)
+        (tmp_path / name / "r.json").write_text(json.dumps({"rows": rows_}))
+        paths.append(tmp_path / name / "r.json")
+    text = from_json(paths)
+    assert text.index("| W8A8 shared |") < text.index("| W8A8 fp32 |") < text.index("| W8A8 progressive |")  # rows() order
+    claims = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| W8A8 progressive | ")}
+    assert "A better" in claims["W8A8 fp32"]  # +2 dB PSNR, significant
+    assert "no significant difference" in claims["W8A8 shared"]  # identical samples
+    assert "60 images per set" in text
+    d = {"psnr_fp32": {"diff": 1.0, "significant": True}, "fid_fp32": {"diff": 0.1, "significant": True}}
+    assert verdict(d) == "mixed" and verdict({"fid_fp32": {"diff": -0.1, "significant": True}}) == "A better"
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- evidence:start -->\nold\n<!-- evidence:end -->\nrest\n")
+    write_readme(readme, "new")
+    assert readme.read_text() == "intro\n<!-- evidence:start -->\nnew\n<!-- evidence:end -->\nrest\n"
+    readme.write_text("no markers")
+    with pytest.raises(StoreError, match="must hold the markers"):
+        write_readme(readme, "new")
+    assert document(load_results(paths[:1]), replicates=200).count("\n| W8A8") >= 2
