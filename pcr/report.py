@@ -160,12 +160,17 @@ def load_results(paths: list[Path]) -> dict[str, dict]:
 
 
 def document(results: dict[str, dict], replicates: int = 1000, seed: int = 0) -> str:
-    """The table (rows in `rows()` order), then the claims' paired differences and verdicts."""
+    """The table (rows in `rows()` order), then the claims' paired differences and verdicts (from the rows'
+    samples directories; without them, the table alone)."""
     order = [label for label, _ in rows() if label in results] + [label for label in results if label not in dict(rows())]
     first = results[order[0]]["metrics"]
     table = markdown([("FP32", fp32_row(first)), *((label, results[label]["metrics"]) for label in order)])
-    claims = claim_results({label: Path(results[label]["samples"]) for label in order}, replicates, seed)
-    meta = json.loads((Path(results[order[0]]["samples"]) / "standard" / "meta.json").read_text())
+    samples = {label: Path(results[label]["samples"]) for label in order}
+    missing = [label for label, p in samples.items() if not (p / "standard" / "meta.json").is_file()]
+    if missing:
+        return table + f"\n\n(paired differences need the rows' samples directories; missing for {missing})"
+    claims = claim_results(samples, replicates, seed)
+    meta = json.loads((samples[order[0]] / "standard" / "meta.json").read_text())
     return (table + f"\n\nPaired differences A − B over the same prompts and seeds ({meta['n']} images per set; 95% "
             "interval of a bootstrap over prompts; * significant):\n\n" + claims_markdown(claims))
 
