@@ -23,6 +23,8 @@ from e2e_project import (
 )
 from tiny_models import build_tiny_sd
 
+from pcr.relax import Sensitivity
+
 pytestmark = pytest.mark.slow
 MODEL_STAGES = {"collect", "weights", "reference", "calibrate", "sensitivity", "export", "generate"}
 
@@ -73,8 +75,10 @@ def test_repro_then_experiments_rerun_only_downstream(committed):
     out = dvc(project, "exp", "run", "-S", "relax.where=auto")  # measured for auto only
     assert ran(out) == {"env", "sensitivity", "relax", "export", "generate", "grid", "score"}
     schedule = json.loads((root / "outputs/schedule.json").read_text())
-    sens = schedule["sensitivity"]
-    assert schedule["relaxed_steps"] == [max(range(3), key=sens.__getitem__)] and schedule["bits"].count(10) == 1
+    measured = Sensitivity.load(root / "outputs/sensitivity.csv")
+    assert len(measured.gain_db) == 3 and measured.samples == min(8, 4)  # the e2e project collects 4 prompts
+    assert schedule["relaxed_steps"] == list(measured.choose(1)) and schedule["bits"].count(10) == 1
+    assert schedule["sensitivity"] == pytest.approx(measured.gain_db.tolist())
 
     out = dvc(project, "exp", "run", "-S", "quant.act_bits=6", "-S", "relax.where=x0")
     assert ran(out) == {"env", "calibrate", "sensitivity", "relax", "export", "generate", "grid", "score"}  # neither collect, weights nor reference
