@@ -65,8 +65,13 @@ def calibrate(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectories
               activations: Path = OUT / "activations.zarr", weights: Path = OUT / "weights.safetensors") -> None:
     """Quantize weights once; calibrate activations per step (progressive | fp32 | shared)."""
     from pcr.calibrate.run import calibrate as run
+    from pcr.env import relax_calibration
 
-    stage.run(lambda: run(_params(params), trajectories, out, qparams, qconfig, activations, weights))
+    def go() -> None:
+        p = _params(params)
+        run(p, trajectories, out, qparams, qconfig, activations, weights, relax=relax_calibration(p))
+
+    stage.run(go)
 
 
 @app.command()

@@ -166,9 +166,13 @@ class RelaxConfig:
     where: str = "x0"  # x0: the last steps (fidelity) | xT: the first steps | auto: the most sensitive steps (pcr.sensitivity)
     bits: int = 10
     sensitivity_samples: int = 8  # calibration samples the sensitivity stage rolls out from every step (auto)
+    recalibrate: bool = False  # calibrate the relaxed steps at `bits` inside the sweep (the official loop; x0/xT)
 
     def __post_init__(self):
         _positive("relax.sensitivity_samples", self.sensitivity_samples)
+        if self.recalibrate and self.where == "auto":
+            raise ConfigError("relax.recalibrate=true needs relax.where x0 or xT: auto chooses its steps from the "
+                              "calibrated model, so they cannot be known while calibrating")
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"relax.fraction={self.fraction!r} is not allowed: use a number in [0, 1]")
         _choice("relax.where", self.where, ("x0", "xT", "auto"))

@@ -7,6 +7,8 @@ comes out different, so:
 - prompts_calibration.json / prompts_eval.json: the prompt lists the stages use (the first num_prompts
   lines of each file; eval.paraphrase_prompts: null leaves that set out). Stages depend on these snapshots,
   not on the files named in params, so a path may be null, and a rename with the same lines reruns nothing.
+- relax_calibration.json: the relax schedule calibrate must follow, `{"recalibrate": false}` unless
+  relax.recalibrate; so calibrate reruns on a relax change only when it recalibrates the relaxed steps.
 - params.yaml is validated first: a bad value fails here, before DVC has removed any other stage's outputs.
 """
 
@@ -36,6 +38,12 @@ def versions(names: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def relax_calibration(params) -> dict:
+    """The relax settings calibrate follows: only with relax.recalibrate does it see any of them."""
+    r = params.relax
+    return {"recalibrate": True, "fraction": r.fraction, "where": r.where, "bits": r.bits} if r.recalibrate else {"recalibrate": False}
+
+
 def _write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -43,7 +51,8 @@ def _write_json(path: Path, data) -> None:
 
 
 def env(params_path: str | Path, out_dir: str | Path) -> None:
-    """Validate params, then write versions_<group>.json, prompts_calibration.json and prompts_eval.json."""
+    """Validate params, then write versions_<group>.json, prompts_calibration.json, prompts_eval.json and
+    relax_calibration.json."""
     params = load_params(params_path)
     calibration, sets = calibration_prompts(params), eval_prompt_sets(params)  # read (and checked) before writing
     out = Path(out_dir)
@@ -51,4 +60,5 @@ def env(params_path: str | Path, out_dir: str | Path) -> None:
         _write_json(out / f"versions_{group}.json", versions(names))
     _write_json(out / "prompts_calibration.json", calibration)
     _write_json(out / "prompts_eval.json", sets)
+    _write_json(out / "relax_calibration.json", relax_calibration(params))
 

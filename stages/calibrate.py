@@ -6,8 +6,10 @@ from pcr.config import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
-    params, traj, weights, calib, qparams, qconfig, activations = stage.paths(argv, ["params", "trajectories", "weights", "calib", "qparams", "qconfig", "activations"], "calibrate")
-    stage.run(lambda: calibrate(load_params(params), traj, calib, qparams, qconfig, activations, weights))
+    params, relax, traj, weights, calib, qparams, qconfig, activations = stage.paths(
+        argv, ["params", "relax_calibration", "trajectories", "weights", "calib", "qparams", "qconfig", "activations"], "calibrate")
+    stage.run(lambda: calibrate(load_params(params), traj, calib, qparams, qconfig, activations, weights,
+                                relax=stage.read_json(relax)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import pcr
 from pcr.calibrate.run import calibrate
@@ -52,3 +53,32 @@ def test_a_schedule_of_another_length_is_refused(calibrated):
     with pytest.raises(StoreError, match="model.steps=3 gives 3 steps, the calibration has 4"):
         export(other, t / "q.safetensors", t / "q.json", t / "calib.zarr", t / "schedule.json", t / "quantized")
     assert not (t / "quantized").exists()
+
+
+def test_recalibrated_relaxed_steps_are_kept_and_later_steps_see_the_relaxed_prefix(calibrated):
+    """relax.recalibrate (the official loop): calibrate runs the relaxed steps at their bits in the sweep."""
+    from pcr.env import relax_calibration
+
+    params, t = calibrated
+    r = dataclasses.replace(params.relax, where="xT", recalibrate=True)
+    params = dataclasses.replace(params, relax=r)
+    spec = relax_calibration(params)
+    assert spec == {"recalibrate": True, "fraction": 0.5, "where": "xT", "bits": 10}
+    calibrate(params, t / "traj.zarr", t / "re.zarr", t / "re.safetensors", t / "re.json", t / "re_act.zarr", progress=False,
+              relax=spec)
+    before, after = open_store(t / "calib.zarr", "calibration"), open_store(t / "re.zarr", "calibration")
+    assert not (before["x"][3] == after["x"][3]).all()  # steps 2, 3 ran after a 10-bit prefix
+    relax(r, t / "re.json", t / "schedule.json")
+    export(params, t / "re.safetensors", t / "re.json", t / "re.zarr", t / "schedule.json", t / "quantized")
+    raw = load_file(t / "re.safetensors")  # the calibration state itself
+    for name, q in list(qmodules(pcr.load_quantized(t / "quantized")).items())[:10]:
+        aq = q.input_quant
+        assert aq.bits.tolist() == [10, 10, 8, 8]
+        assert torch.equal(aq.scale, raw[f"{name}.input_quant.scale"])  # export kept what the sweep calibrated
+
+
+def test_recalibrate_is_refused_with_auto():
+    from pcr.config import ConfigError, RelaxConfig
+
+    with pytest.raises(ConfigError, match="relax.recalibrate=true needs relax.where x0 or xT"):
+        RelaxConfig(where="auto", recalibrate=True)

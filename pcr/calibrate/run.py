@@ -22,13 +22,14 @@ import torch
 import zarr
 
 from pcr.calibrate.sweep import Calibration, StepResult, replay_schedulers, sweep
-from pcr.config import ConfigError, Params
+from pcr.config import ConfigError, Params, RelaxConfig
 from pcr.errors import StoreError
 from pcr.models.layers import match_layers
 from pcr.quant.affine import code_dtype, quantize
 from pcr.quant.observers import get_observer
 from pcr.quant.quantize import qmodules, quantize_model
 from pcr.quant.serialize import save_quant_state
+from pcr.relax import make_schedule
 from pcr.sampling import load_sampler
 from pcr.stats.record import stack_stats, unstack_stats
 from pcr.stores import (
@@ -99,16 +100,28 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
     return pipe, qmap, cal
 
 
+def relaxed_bits(relax: dict, num_steps: int, act_bits: int) -> tuple[int, ...] | None:
+    """Per-step bits to calibrate at, from env's relax_calibration.json (None: every step at act_bits)."""
+    if not relax.get("recalibrate"):
+        return None
+    cfg = RelaxConfig(**{k: relax[k] for k in ("fraction", "where", "bits")}, recalibrate=True)
+    return make_schedule(cfg, num_steps, act_bits).bits
+
+
 def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams: str | Path, qconfig: str | Path,
-              activations: str | Path, weights: str | Path | None = None, progress: bool = True) -> None:
-    """weights: the weights stage's file (None: round to nearest here, with quant.weight_observer)."""
+              activations: str | Path, weights: str | Path | None = None, progress: bool = True,
+              relax: dict | None = None) -> None:
+    """weights: the weights stage's file (None: round to nearest here, with quant.weight_observer). relax: env's
+    relax_calibration.json; with recalibrate, the relaxed steps are calibrated at their bits in the sweep, as
+    the official loop does (the steps after them then see the relaxed prefix)."""
     cfg = params.calibrate
     traj = open_store(trajectories, "trajectories")
     pipe, qmap, cal = prepare(params, traj, trajectories, weights)
     sampler, names, T = cal.sampler, list(qmap.layers), cal.sampler.num_steps
+    cal.bits = relaxed_bits(relax or {}, T, params.quant.act_bits) or cal.bits
     n = next(iter(cal.cond.values())).shape[0]
     quant = {f.name: getattr(params.quant, f.name) for f in fields(params.quant) if f.name not in WEIGHTS_STAGE_KEYS}
-    fp = fingerprint(traj.attrs["fingerprint"], n, quant, cfg.mode, cfg.batch_size,  # not the dumps: see above
+    fp = fingerprint(traj.attrs["fingerprint"], n, quant, cfg.mode, cfg.batch_size, cal.bits,  # not the dumps: see above
                      files=[weights] if weights is not None else [])  # the weights stage's settings are in its file
     dumps_fp = fingerprint(fp, asdict(cfg.store))
     store = resume_store(out, "calibration", fp)

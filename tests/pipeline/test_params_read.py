@@ -58,11 +58,12 @@ def test_each_stage_reads_exactly_its_listed_keys(tmp_path, tiny_sd_dir, small_p
     o.mkdir()
     (o / "cal.json").write_text(json.dumps(calibration_prompts(params)))
     (o / "eval.json").write_text(json.dumps(eval_prompt_sets(params)))
+    (o / "relax_calibration.json").write_text(json.dumps({"recalibrate": False}))
     argv = {
         "collect": [o / "cal.json", o / "traj.zarr"],
         "weights": [o / "traj.zarr", o / "weights.safetensors", o / "weights_loss.csv"],
         "reference": [o / "eval.json", o / "ref.zarr"],
-        "calibrate": [o / "traj.zarr", o / "weights.safetensors", o / "calib.zarr", o / "q.safetensors", o / "q.json", o / "activations.zarr"],
+        "calibrate": [o / "relax_calibration.json", o / "traj.zarr", o / "weights.safetensors", o / "calib.zarr", o / "q.safetensors", o / "q.json", o / "activations.zarr"],
         "sensitivity": [o / "traj.zarr", o / "calib.zarr", o / "q.safetensors", o / "q.json", o / "sensitivity.csv"],
         "relax": [o / "q.json", o / "sensitivity.csv", o / "schedule.json", o / "bits.csv"],
         "export": [o / "q.safetensors", o / "q.json", o / "calib.zarr", o / "schedule.json", o / "quantized"],
