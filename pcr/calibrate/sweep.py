@@ -27,7 +27,7 @@ from pcr.quant.modules import QModuleMixin
 from pcr.quant.observers import Observer
 from pcr.quant.quantize import set_activation_step
 from pcr.sampling import Sampler
-from pcr.stats.record import StatsRecorder, merge_stats
+from pcr.stats.record import AllRecorded, StatsRecorder, merge_stats
 from pcr.stats.running import EMA_CONSTANT, RunningStats
 
 MODES = ("progressive", "fp32", "shared")
@@ -57,6 +57,7 @@ class Calibration:
     capture_layers: tuple[str, ...] = ()
     capture_samples: int = 0
     ema_constant: float = EMA_CONSTANT  # the ema_minmax observer's averaging constant (quant.ema_constant)
+    _inputs_per_pass: int | None = field(default=None, init=False, repr=False)  # recorded inputs of one full UNet pass
 
     @property
     def batches(self) -> list[slice]:
@@ -69,12 +70,20 @@ class Calibration:
         set_activation_step(self.qlayers, self.observer, stats, k, self.bits_at(k))
 
     def observe(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list) -> StepStats:
-        """Input statistics of step k on x (activations quantized at step k's current parameters)."""
+        """Input statistics of step k on x (activations quantized at step k's current parameters).
+
+        A pass stops at the last layer's input (AllRecorded) once one full pass has counted the inputs:
+        the rest of the UNet changes no statistic, and the output is not used."""
         rec.recording, rec.capture_rows = True, None
         rec.start()
         for b, sched in zip(self.batches, schedulers, strict=True):
-            self.sampler.eps(x[b], k, select(self.cond, b), sched)
-        rec.recording = False
+            rec.recorded, rec.stop_after = 0, self._inputs_per_pass
+            try:
+                self.sampler.eps(x[b], k, select(self.cond, b), sched)
+                self._inputs_per_pass = rec.recorded
+            except AllRecorded:
+                pass
+        rec.recording, rec.stop_after = False, None
         return rec.stats
 
     def advance(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list) -> tuple[Tensor, Tensor, dict]:

@@ -67,17 +67,30 @@ class RunningStats:
 
     @classmethod
     def from_tensors(cls, t: dict[str, Tensor]) -> RunningStats:
-        s = cls(histogram="hist" in t, bins=t["hist"].numel() if "hist" in t else HIST_BINS)
-        s.count = 1
-        s.min, s.max = t["min"].float(), t["max"].float()
-        s.ema_min, s.ema_max = t["ema_min"].float(), t["ema_max"].float()
-        if "hist" in t:
-            s.hist = t["hist"].double()
+        hist = t["hist"].double() if "hist" in t else None
+        return cls.of(t["min"].float(), t["max"].float(), t["ema_min"].float(), t["ema_max"].float(), 1, hist)
+
+    @classmethod
+    def of(cls, min: Tensor, max: Tensor, ema_min: Tensor, ema_max: Tensor, count: int, hist: Tensor | None = None,
+           ema_constant: float = EMA_CONSTANT) -> RunningStats:
+        """Statistics with these values (0-d float32 tensors; hist float64 [B] or None), no defaults allocated."""
+        s = cls.__new__(cls)
+        s.bins, s.ema_constant, s.histogram, s.count = HIST_BINS if hist is None else hist.numel(), ema_constant, hist is not None, count
+        s.min, s.max, s.ema_min, s.ema_max, s.hist = min, max, ema_min, ema_max, hist
         return s
 
     def bin_centers(self) -> Tensor:
         width = (self.max - self.min) / self.bins
         return self.min + width * (torch.arange(self.bins, dtype=torch.float64) + 0.5)
+
+
+def fold_batches(b_min: Tensor, b_max: Tensor, c: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(min, max, ema_min, ema_max) [L] of n batches' minima and maxima b_min, b_max [n, L] (float32, batch order):
+    what n `RunningStats.update` calls per layer give, bit for bit, in a few ops over all layers at once."""
+    ema_min, ema_max = b_min[0].clone(), b_max[0].clone()
+    for j in range(1, b_min.shape[0]):
+        ema_min, ema_max = ema_update(ema_min, b_min[j], c), ema_update(ema_max, b_max[j], c)
+    return b_min.amin(0), b_max.amax(0), ema_min, ema_max
 
 
 def ema_update(ema: Tensor, batch_value: Tensor, c: float) -> Tensor:

@@ -66,3 +66,46 @@ def test_fp32_mode_parameters_follow_collected_statistics(collected):
     hi = traj["stats/max"][k, layers.index(name)]
     expected = (max(hi, 0) - min(lo, 0)) / 255
     assert float(cal.qlayers[name].input_quant.scale[k]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("act_observer", ["ema_minmax", "percentile"])  # aminmax hooks / histogram hooks
+def test_observed_statistics_are_a_full_passes(collected, act_observer):
+    """Every step's statistics (the observe pass stops at the last layer's input) against full, independently
+    hooked UNet passes over the same batches, with torch's MovingAverageMinMaxObserver as the reference."""
+    from torch.ao.quantization import MinMaxObserver, MovingAverageMinMaxObserver
+
+    from pcr.models.conditioning import select
+    from pcr.quant import at_step
+
+    params, traj = collected(quant={"act_observer": act_observer})
+    _, _, cal = prepare(params, traj)
+    steps = {}
+    sweep(cal, "progressive", torch.from_numpy(traj["x"][0]), progress=False,
+          on_step=lambda r: steps.setdefault(r.k, r))
+    x_k = {0: torch.from_numpy(traj["x"][0]), **{k + 1: r.x_next for k, r in steps.items()}}
+    unet, names = cal.sampler.unet, list(cal.qlayers)
+    assert len(cal.batches) > 1
+    for k in (0, cal.sampler.num_steps - 1):  # the first pass counts the inputs; later ones stop early
+        cal.set_params(cal.starting_stats(k), k)  # what step k's observe pass ran with
+        obs = {n: MovingAverageMinMaxObserver(averaging_constant=params.quant.ema_constant) for n in names}
+        mm = {n: MinMaxObserver() for n in names}
+
+        def observe(m, a, n, obs=obs, mm=mm):
+            obs[n](a[0])
+            mm[n](a[0])
+
+        handles = [unet.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: observe(m, a, n)) for n in names]
+        try:
+            schedulers = [cal.sampler.new_scheduler() for _ in cal.batches]
+            for b, sched in zip(cal.batches, schedulers, strict=True):
+                with at_step(unet, k):
+                    cal.sampler.eps(x_k[k][b], k, select(cal.cond, b), sched)
+        finally:
+            for h in handles:
+                h.remove()
+        for n in names:
+            s = steps[k].stats[n]
+            assert s.count == len(cal.batches), n
+            assert torch.equal(s.ema_min, obs[n].min_val) and torch.equal(s.ema_max, obs[n].max_val), n
+            assert torch.equal(s.min, mm[n].min_val) and torch.equal(s.max, mm[n].max_val), n
+        cal.set_params(steps[k].stats, k)
