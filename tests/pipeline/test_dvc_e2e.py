@@ -72,18 +72,15 @@ def test_repro_then_experiments_rerun_only_downstream(committed):
     assert ran(out) == {"env", "relax", "export", "generate", "grid", "score"}
     assert json.loads((root / "outputs/schedule.json").read_text())["bits"] == [8, 8, 10]
 
-    out = dvc(project, "exp", "run", "-S", "relax.where=auto")  # measured for auto only
-    assert ran(out) == {"env", "sensitivity", "relax", "export", "generate", "grid", "score"}
+    out = dvc(project, "exp", "run", "-S", "quant.act_bits=6", "-S", "relax.where=auto")  # sensitivity: measured for auto only
+    assert ran(out) == {"env", "calibrate", "sensitivity", "relax", "export", "generate", "grid", "score"}  # neither collect, weights nor reference
     schedule = json.loads((root / "outputs/schedule.json").read_text())
     measured = Sensitivity.load(root / "outputs/sensitivity.csv")
     assert len(measured.gain_db) == 3 and measured.samples == min(8, 4)  # the e2e project collects 4 prompts
     assert schedule["relaxed_steps"] == list(measured.choose(1)) and schedule["bits"].count(10) == 1
     assert schedule["sensitivity"] == pytest.approx(measured.gain_db.tolist())
 
-    out = dvc(project, "exp", "run", "-S", "quant.act_bits=6", "-S", "relax.where=x0")
-    assert ran(out) == {"env", "calibrate", "sensitivity", "relax", "export", "generate", "grid", "score"}  # neither collect, weights nor reference
-
-    out = dvc(project, "exp", "run", "-S", "quant.act_bits=8")  # back to the committed value
+    out = dvc(project, "exp", "run", "-S", "quant.act_bits=8", "-S", "relax.where=x0")  # back to the committed values
     assert ran(out) == {"env"}
     assert {"calibrate", "sensitivity", "relax", "export", "generate", "score"} <= from_run_cache(out) | set(re.findall(r"Stage '(\w+)' didn't change", out))
 
