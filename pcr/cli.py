@@ -79,9 +79,9 @@ def sensitivity(params: Path = ParamsOpt, trajectories: Path = OUT / "trajectori
                 qparams: Path = OUT / "qparams.safetensors", qconfig: Path = OUT / "qconfig.json",
                 out: Path = OUT / "sensitivity.csv") -> None:
     """Per-step sensitivity to relax.bits: the error to FP32 that relaxing each step alone removes (relax.where: auto)."""
-    from pcr.sensitivity import sensitivity as run
+    from pcr.sensitivity import sensitivity_stage
 
-    stage.run(lambda: run(_params(params), trajectories, calib, qparams, qconfig, out))
+    stage.run(lambda: sensitivity_stage(_params(params), trajectories, calib, qparams, qconfig, out))
 
 
 @app.command()

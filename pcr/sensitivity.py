@@ -25,22 +25,33 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
-from tqdm.auto import tqdm
 
 from pcr.errors import StoreError
-from pcr.quant.modules import QModuleMixin
-from pcr.quant.observers import Observer
-from pcr.quant.quantize import set_activation_step
 from pcr.relax import Sensitivity
-from pcr.sampling import Sampler
-from pcr.stats.running import RunningStats
+
+if TYPE_CHECKING:  # torch and diffusers load only to measure (sensitivity_stage writes x0/xT's empty table at once)
+    from torch import Tensor
+
+    from pcr.quant.modules import QModuleMixin
+    from pcr.quant.observers import Observer
+    from pcr.sampling import Sampler
+    from pcr.stats.running import RunningStats
 
 
-@torch.no_grad()
+def sensitivity_stage(params, trajectories: str | Path, calib: str | Path, qparams: str | Path, qconfig: str | Path,
+                      out: str | Path) -> Sensitivity:
+    """The sensitivity stage: measured for relax.where = auto only, since the other schedules do not read it
+    and it costs about three calibration passes per step; otherwise a table without rows, written at once."""
+    if params.relax.where != "auto":
+        table = Sensitivity(np.zeros(0), np.zeros(0), np.zeros(0), 0, params.relax.bits)
+        table.save(out)
+        return table
+    return sensitivity(params, trajectories, calib, qparams, qconfig, out)
+
+
 def measure(sampler: Sampler, qlayers: dict[str, QModuleMixin], observer: Observer, cond: dict[str, Tensor],
             xs: Callable[[int], Tensor], outputs: Callable[[int], Tensor], stats: Callable[[int], dict[str, RunningStats]],
             target: Tensor, bits: int, progress: bool = True) -> Sensitivity:
@@ -49,20 +60,26 @@ def measure(sampler: Sampler, qlayers: dict[str, QModuleMixin], observer: Observ
 
     Step k's parameters are set at `bits` and left so: rollout k runs only steps k..T-1, which k' > k never revisit.
     """
+    import torch  # here, not at the top: see sensitivity_stage
+    from tqdm.auto import tqdm
+
+    from pcr.quant.quantize import set_activation_step
+
     T = sampler.num_steps
     target = target.double()
     base_error = _mse(xs(T), target)  # [m]
     base = sampler.new_scheduler()  # state after steps 0..k-1 of the stored trajectory
     gain = np.zeros((T, len(target)))  # g_k,i dB
-    for k in tqdm(range(T), desc=f"sensitivity (A{bits})", disable=not progress):
-        x_k = xs(k)
-        set_activation_step(qlayers, observer, stats(k), k, bits)
-        sched, x = copy.deepcopy(base), x_k
-        for j in range(k, T):
-            x = sampler.step(sched, sampler.eps(x, j, cond, sched), j, x)
-        gain[k] = (10 * torch.log10(base_error / _mse(x, target))).numpy()
-        base.scale_model_input(x_k, sampler.timesteps[k])  # as sampling calls it (Euler counts its steps here)
-        sampler.step(base, outputs(k), k, x_k)
+    with torch.no_grad():
+        for k in tqdm(range(T), desc=f"sensitivity (A{bits})", disable=not progress):
+            x_k = xs(k)
+            set_activation_step(qlayers, observer, stats(k), k, bits)
+            sched, x = copy.deepcopy(base), x_k
+            for j in range(k, T):
+                x = sampler.step(sched, sampler.eps(x, j, cond, sched), j, x)
+            gain[k] = (10 * torch.log10(base_error / _mse(x, target))).numpy()
+            base.scale_model_input(x_k, sampler.timesteps[k])  # as sampling calls it (Euler counts its steps here)
+            sampler.step(base, outputs(k), k, x_k)
     m = gain.shape[1]
     stderr = gain.std(1, ddof=1) / np.sqrt(m) if m > 1 else np.full(T, np.inf)
     return Sensitivity(sampler.timesteps.cpu().double().numpy(), gain.mean(1), stderr, m, bits)
@@ -74,13 +91,10 @@ def _mse(x: Tensor, target: Tensor) -> Tensor:
 
 def sensitivity(params, trajectories: str | Path, calib_path: str | Path, qparams: str | Path, qconfig: str | Path,
                 out: str | Path, progress: bool = True) -> Sensitivity:
-    """The sensitivity stage: S_k of the calibrated model at relax.bits on the first relax.sensitivity_samples
-    calibration samples -> out (CSV). Measured for relax.where = auto only (the other schedules do not read
-    it, and it costs about three calibration passes per step); otherwise the table has no rows."""
-    if params.relax.where != "auto":
-        result = Sensitivity(np.zeros(0), np.zeros(0), np.zeros(0), 0, params.relax.bits)
-        result.save(out)
-        return result
+    """S_k of the calibrated model at relax.bits on the first relax.sensitivity_samples calibration samples
+    -> out (CSV). The stage calls it through `sensitivity_stage` (for relax.where = auto only)."""
+    import torch
+
     from pcr.quant.observers import get_observer
     from pcr.quant.quantize import qmodules
     from pcr.quant.serialize import load_quant_state

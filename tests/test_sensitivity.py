@@ -97,10 +97,10 @@ def test_relax_refuses_a_sensitivity_measured_at_other_bits(tmp_path):
 
 def test_sensitivity_is_measured_for_auto_only(tmp_path):
     from pcr.config import Params
-    from pcr.sensitivity import sensitivity
+    from pcr.sensitivity import sensitivity_stage
 
     params = Params.from_dict({"relax": {"where": "x0"}})
-    sensitivity(params, tmp_path / "no.zarr", tmp_path / "no.zarr", "q", "q", tmp_path / "s.csv")  # reads no input
+    sensitivity_stage(params, tmp_path / "no.zarr", tmp_path / "no.zarr", "q", "q", tmp_path / "s.csv")  # reads no input
     assert (tmp_path / "s.csv").read_text().splitlines() == [",".join(SENSITIVITY_COLUMNS)]
     with pytest.raises(StoreError, match="needs the sensitivity of all 5 steps, got 0 steps"):
         relax(RelaxConfig(fraction=0.2, where="auto"), _qconfig(tmp_path), tmp_path / "out.json", tmp_path / "s.csv")
