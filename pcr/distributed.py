@@ -29,7 +29,7 @@ import torch.distributed as dist
 import zarr
 from accelerate import PartialState
 
-from pcr.stats.running import EMA_CONSTANT, RunningStats, ema_update, merge_histograms
+from pcr.stats.running import EMA_CONSTANT, RunningStats, fold_batches, merge_histograms
 from pcr.stores import finish_store, open_partial
 
 
@@ -89,7 +89,7 @@ def reduce_step_stats(per_batch: dict[int, dict[str, RunningStats]], num_batches
 
     per_batch: batch index -> this batch's statistics per layer (this process's batches only).
     min/max: over all batches; ema_min/ema_max: the batch minima/maxima folded in batch order by
-    `ema_update` with constant `ema_constant` (the first batch's value starts it), what one process's
+    `fold_batches` with constant `ema_constant` (the first batch's value starts it), what one process's
     RunningStats gives, bit for bit; hist: sum of the batch histograms re-binned to
     [min, max]. Collective: every process must call it for every step, with or without batches.
     """
@@ -101,10 +101,7 @@ def reduce_step_stats(per_batch: dict[int, dict[str, RunningStats]], num_batches
         maxs[b] = torch.stack([stats[n].max for n in names]).float()
     mins = _all_reduce(mins, dist.ReduceOp.MIN, state)
     maxs = _all_reduce(maxs, dist.ReduceOp.MAX, state)
-    lo, hi = mins.amin(0), maxs.amax(0)
-    ema_lo, ema_hi = mins[0].clone(), maxs[0].clone()
-    for b in range(1, num_batches):
-        ema_lo, ema_hi = ema_update(ema_lo, mins[b], ema_constant), ema_update(ema_hi, maxs[b], ema_constant)
+    lo, hi, ema_lo, ema_hi = fold_batches(mins, maxs, ema_constant)
     out = {"min": lo.numpy(), "max": hi.numpy(), "ema_min": ema_lo.numpy(), "ema_max": ema_hi.numpy()}
     if histogram:
         hist = torch.stack([merge_histograms([stats[n] for stats in per_batch.values()], lo[i], hi[i])

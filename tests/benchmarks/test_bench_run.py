@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import pytest
+from scripts import load_script
 from tiny_models import build_tiny_sd
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def _load_run():
-    spec = importlib.util.spec_from_file_location("pcr_benchmarks_run", ROOT / "benchmarks/run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/run.py")
 
 
 def test_fit_exponent_and_paired_ratio():

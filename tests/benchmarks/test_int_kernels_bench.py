@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pcr_benchmarks_int_kernels", ROOT / "benchmarks/int_kernels.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from scripts import load_script
 
 
 def test_sd15_census_and_weight_memory():
-    bench = _load()
+    bench = load_script("benchmarks/int_kernels.py")
     unet = bench.sd15_unet()
     assert sum(p.numel() for p in unet.parameters()) == 859_520_964  # SD 1.5's UNet
     layers = bench.layer_shapes(unet)

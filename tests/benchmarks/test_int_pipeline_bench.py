@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,18 +14,11 @@ from pcr.quant.kernels import use_kernels
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests/quant"))
 from quant_testlib import tiny_unet, unet_inputs  # noqa: E402
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pcr_benchmarks_int_pipeline", ROOT / "benchmarks/int_pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from scripts import load_script  # noqa: E402
 
 
 def test_resident_bytes_count_each_storage_once():
-    bench = _load()
+    bench = load_script("benchmarks/int_pipeline.py")
     m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 4))
     assert bench.resident_bytes(m) == 4 * (12 + 3 + 12 + 4)
     m[1].weight = torch.nn.Parameter(m[0].weight.t())  # a view of the same storage
@@ -35,7 +27,7 @@ def test_resident_bytes_count_each_storage_once():
 
 @torch.no_grad()
 def test_shared_twin_runs_int_on_the_same_codes_with_the_weights_once():
-    bench = _load()
+    bench = load_script("benchmarks/int_pipeline.py")
     fp32, q = tiny_unet(), tiny_unet()
     qmap = quantize_model(q, QuantConfig(weight_bits=8, act_bits=8, weight_observer="minmax"), [999.0, 1.0])
     for m in qmodules(q).values():

@@ -3,7 +3,6 @@ model-loading stage refuses (exit 2, one clear line) before it writes anything."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 import zarr
 from depgraph import ROOT
 from e2e_project import STAGES, assert_stock_pipeline_reproduces_generate, dvc, make_project, ran
+from scripts import load_script
 from tiny_models import build_tiny_sd, build_tiny_sdxl
 
 
@@ -40,10 +40,7 @@ def test_sdxl_dvc_repro_end_to_end(tmp_path):
 
 
 def _stage_main(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(f"stages/{name}.py").main
 
 
 def _not_a_pipeline(tmp: Path) -> Path:

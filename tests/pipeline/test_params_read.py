@@ -5,12 +5,12 @@ that reaches a store's attrs or fingerprint is a key the stage depends on)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 
 import pytest
 import yaml
 from depgraph import ROOT
+from scripts import load_script
 from tiny_models import build_tiny_clip
 
 from pcr.config import Params, calibration_prompts, eval_prompt_sets
@@ -42,10 +42,7 @@ def traced_params(params: Params, log: set[str]) -> Params:
 
 
 def _stage_main(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"stages/{name}.py")
 
 
 def test_each_stage_reads_exactly_its_listed_keys(tmp_path, tiny_sd_dir, small_params, monkeypatch):
