@@ -178,8 +178,8 @@ def report(
     from pcr import report as rep
 
     def go() -> None:
-        text = rep.from_json(from_json, readme) if from_json else rep.run(out=out, only=tuple(only), extra=tuple(set_))
-        if readme is not None and not from_json:
+        text = rep.from_json(from_json) if from_json else rep.run(out=out, only=tuple(only), extra=tuple(set_))
+        if readme is not None:
             rep.write_readme(readme, text)
         typer.echo(text)
 

@@ -23,7 +23,7 @@ from pcr.models.schedulers import as_sd_pipeline_would
 from pcr.quant.observers import get_observer
 from pcr.quant.quantize import qmodules, set_activation_step
 from pcr.quant.serialize import load_quant_state, save_quantized
-from pcr.quant.step import step_counter
+from pcr.quant.step import check_timesteps
 from pcr.relax import Schedule
 from pcr.stats.record import unstack_stats
 from pcr.stores import open_store, read_stats
@@ -68,10 +68,7 @@ def export(params: Params, qparams: str | Path, qconfig: str | Path, calib_path:
     if missing:
         raise StoreError(f"{qparams}: {len(missing)} layers have uncalibrated steps (first: {missing[0]}); rerun calibrate")
     scheduler = calibrated_scheduler(params, qmap.num_steps)
-    counter = step_counter(unet)
-    if not torch.equal(scheduler.timesteps.double(), counter.timesteps.cpu()):
-        raise StoreError(f"{qparams} was calibrated at timesteps {counter.timesteps.tolist()}, "
-                         f"model.scheduler/model.steps give {scheduler.timesteps.tolist()}: rerun calibrate")
+    check_timesteps(unet, scheduler.timesteps, str(qparams), "model.scheduler/model.steps give", "calibrate")
     meta = {**qmap.meta, "scheduler": dict(scheduler.config), "num_inference_steps": params.model.steps,
             "schedule": {"bits": list(schedule.bits), "average_bits": schedule.average_bits, "fraction": schedule.fraction,
                          "where": schedule.where}}

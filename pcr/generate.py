@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from pcr.config import Params
 from pcr.distributed import process_state
-from pcr.errors import StoreError
 from pcr.images import load_for_process, write_images
 from pcr.pipeline import load_scheduler
 from pcr.quant.kernels.layers import describe, use_kernels
 from pcr.quant.qmap import QuantMap
 from pcr.quant.serialize import ARTIFACT_FILES, QUANT_CONFIG, load_quantized
-from pcr.quant.step import step_counter
+from pcr.quant.step import check_timesteps
 from pcr.stores import open_store
 
 
@@ -28,10 +25,7 @@ def generate(params: Params, quantized: str | Path, reference_path: str | Path, 
     unet = load_quantized(quantized)
     qmap = QuantMap.load(Path(quantized) / QUANT_CONFIG)
     pipe, sampler = load_for_process(params, unet=unet, scheduler=load_scheduler(quantized))
-    calibrated = step_counter(unet).timesteps
-    if not torch.equal(sampler.timesteps.double().cpu(), calibrated.cpu()):
-        raise StoreError(f"{quantized} was calibrated at timesteps {calibrated.tolist()}, model.steps={params.model.steps} gives "
-                         f"{sampler.timesteps.tolist()}: rerun export")
+    check_timesteps(unet, sampler.timesteps, str(quantized), f"model.steps={params.model.steps} gives", "export")
     kernels = use_kernels(pipe.unet, params.generate.kernels)  # after load_sampler: on the model's device
     if process_state(params.model.device).is_main_process:
         print(describe(kernels, params.generate.kernels))

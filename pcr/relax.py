@@ -6,8 +6,9 @@
     where = "auto": the steps whose measured sensitivity S_k (pcr.sensitivity) is significant, the largest
                     first; the rest of the n from the x0 end
 
-With 5% of steps at 10 bits over 8, the average bitwidth is 8.1. The schedule is applied at
-generation time from the calibration statistics: no recalibration.
+With 5% of steps at 10 bits over 8, the average bitwidth is 8.1. export applies the schedule, deriving the
+relaxed steps' ranges from the calibration statistics (no recalibration), unless relax.recalibrate had
+calibrate run them at their bits already (the official loop, x0/xT).
 """
 
 from __future__ import annotations
@@ -49,12 +50,8 @@ class Sensitivity:
         """n steps: the significantly sensitive ones, the largest first; the rest of the budget from the x0 end
         (the paper's fidelity choice), where the measurement cannot tell steps apart."""
         chosen = self.sensitive()[:n]
-        for k in reversed(range(len(self.timesteps))):
-            if len(chosen) == n:
-                break
-            if k not in chosen:
-                chosen.append(k)
-        return tuple(sorted(chosen))
+        rest = [k for k in reversed(range(len(self.timesteps))) if k not in chosen]  # from x0 towards x_T
+        return tuple(sorted(chosen + rest[: n - len(chosen)]))
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:

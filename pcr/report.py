@@ -175,12 +175,9 @@ def document(results: dict[str, dict], replicates: int = 1000, seed: int = 0) ->
             "interval of a bootstrap over prompts; * significant):\n\n" + claims_markdown(claims))
 
 
-def from_json(paths: list[Path], readme: Path | None = None) -> str:
-    """The evidence document of results files `run` wrote (no experiment is run); into `readme` between its markers."""
-    text = document(load_results(paths))
-    if readme is not None:
-        write_readme(readme, text)
-    return text
+def from_json(paths: list[Path]) -> str:
+    """The evidence document of results files `run` wrote (no experiment is run)."""
+    return document(load_results(paths))
 
 
 def write_readme(readme: Path, text: str) -> None:

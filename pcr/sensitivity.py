@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pcr.errors import StoreError
 from pcr.relax import Sensitivity
 
 if TYPE_CHECKING:  # torch and diffusers load only to measure (sensitivity_stage writes x0/xT's empty table at once)
@@ -98,7 +97,7 @@ def sensitivity(params, trajectories: str | Path, calib_path: str | Path, qparam
     from pcr.quant.observers import get_observer
     from pcr.quant.quantize import qmodules
     from pcr.quant.serialize import load_quant_state
-    from pcr.quant.step import step_counter
+    from pcr.quant.step import check_timesteps
     from pcr.sampling import load_sampler
     from pcr.stats.record import unstack_stats
     from pcr.stores import open_store, read_stats
@@ -106,10 +105,7 @@ def sensitivity(params, trajectories: str | Path, calib_path: str | Path, qparam
     traj, calib = open_store(trajectories, "trajectories"), open_store(calib_path, "calibration")
     pipe, sampler = load_sampler(params.model)
     qmap = load_quant_state(pipe.unet, qparams, qconfig)
-    calibrated = step_counter(pipe.unet).timesteps.cpu()
-    if not torch.equal(calibrated, sampler.timesteps.cpu().double()):
-        raise StoreError(f"{qparams} was calibrated at timesteps {calibrated.tolist()}, model.scheduler/model.steps give "
-                         f"{sampler.timesteps.tolist()}: rerun calibrate")
+    check_timesteps(pipe.unet, sampler.timesteps, str(qparams), "model.scheduler/model.steps give", "calibrate")
     m = min(params.relax.sensitivity_samples, int(calib.attrs["num_prompts"]))  # calibrate's samples are the first collected
     cond = {k: torch.from_numpy(traj[f"cond/{k}"][:m]) for k in traj["cond"].array_keys()}
     names = calib.attrs["layers"]

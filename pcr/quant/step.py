@@ -25,6 +25,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from pcr.errors import StoreError
+
 STEP_COUNTER = "pcr_step"  # attribute name of the counter on the quantized UNet
 
 
@@ -130,6 +132,14 @@ def step_counter(model: nn.Module) -> StepCounter:
     if counter is None:
         raise ValueError("this model has no step counter: quantize it with pcr.quant.quantize_model or load it with pcr.load_quantized")
     return counter
+
+
+def check_timesteps(model: nn.Module, timesteps: Tensor, what: str, given: str, rerun: str) -> None:
+    """Refuse a sampler whose timesteps are not the ones `what` (a file) was calibrated at."""
+    calibrated = step_counter(model).timesteps.cpu()
+    if not torch.equal(calibrated, timesteps.double().cpu()):
+        raise StoreError(f"{what} was calibrated at timesteps {calibrated.tolist()}, {given} {timesteps.tolist()}: "
+                         f"rerun {rerun}")
 
 
 @contextmanager
