@@ -152,11 +152,13 @@ class StoreConfig:
 @dataclass(frozen=True)
 class CalibrateConfig:
     mode: str = "progressive"  # progressive | fp32 | shared
+    objective: str = "ranges"  # ranges | bias | affine: what each step fits after its ranges (pcr.calibrate.objectives)
     batch_size: int = 16
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def __post_init__(self):
         _choice("calibrate.mode", self.mode, {"progressive", "fp32", "shared"})
+        _choice("calibrate.objective", self.objective, ("ranges", "bias", "affine"))
         _positive("calibrate.batch_size", self.batch_size)
 
 

@@ -52,6 +52,12 @@ CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
     ("W8A8 progressive + relax 20% auto", "W8A8 progressive + relax 20% xT"),
     ("W8A8 progressive + relax 5% auto", "W8A8 progressive + relax 5% x0"),
     ("W4A8 progressive adaround", "W4A8 progressive"),
+    ("W4A8 progressive", "W4A8 fp32"),
+    *((f"W{w}A{a} progressive {o}", f"W{w}A{a} fp32 {o}") for w, a, o in
+      ((8, 4, "affine"), (4, 8, "affine"), (8, 8, "affine"), (8, 6, "affine"), (8, 4, "bias"), (8, 4, "mse"))),
+    ("W8A4 progressive affine", "W8A4 fp32"), ("W8A4 progressive affine", "W8A4 progressive"),
+    ("W4A8 progressive affine", "W4A8 fp32"), ("W4A8 progressive affine", "W4A8 progressive"),
+    ("W8A4 progressive affine", "W8A4 fp32 mse"), ("W8A4 progressive affine", "W8A4 fp32 bias"),
 )
 CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
 SAMPLES = Path("outputs/samples")
@@ -60,17 +66,34 @@ ADAROUND_ITERATIONS = 2000  # the official code's (the default of quant.recon.it
 
 def rows() -> list[tuple[str, dict[str, object]]]:
     out = []
+    fixed = {"quant.act_observer": "minmax", "calibrate.objective": "ranges"}  # set by every row (see base)
     for a in (8, 6, 4):
         base = {"quant.weight_bits": 8, "quant.act_bits": a, "quant.weight_method": "rtn", "relax.fraction": 0.0,
-                "relax.where": "x0"}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
+                "relax.where": "x0", **fixed}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
         out += [(f"W8A{a} {mode}", {**base, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
-    w8a8 = {"quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive"}
+    w8a8 = {"quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive", **fixed}
     for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
         out += [(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {**w8a8, "relax.fraction": fraction, "relax.where": w})
                 for w in wheres]
     w4 = {**w8a8, "quant.weight_bits": 4, "relax.fraction": 0.0, "relax.where": "x0"}
-    out += [("W4A8 progressive", w4),
+    out += [("W4A8 progressive", w4), ("W4A8 fp32", {**w4, "calibrate.mode": "fp32"}),
             ("W4A8 progressive adaround", {**w4, "quant.weight_method": "adaround", "quant.recon.iterations": ADAROUND_ITERATIONS})]
+    return out + objective_rows()
+
+
+def objective_rows() -> list[tuple[str, dict[str, object]]]:
+    """Issue 20's study: each objective (and MSE range search) in both modes, every row differing from its pair in
+    calibrate.mode only, so a difference is progressive calibration's and not the objective's."""
+    out = []
+    for w, a in ((8, 4), (4, 8), (8, 8), (8, 6)):
+        base = {"quant.weight_bits": w, "quant.act_bits": a, "quant.weight_method": "rtn", "relax.fraction": 0.0,
+                "relax.where": "x0", "quant.act_observer": "minmax"}
+        variants = [("affine", {"calibrate.objective": "affine"})]
+        if (w, a) == (8, 4):
+            variants += [("bias", {"calibrate.objective": "bias"}),
+                         ("mse", {"calibrate.objective": "ranges", "quant.act_observer": "mse"})]
+        for name, v in variants:
+            out += [(f"W{w}A{a} {mode} {name}", {**base, **v, "calibrate.mode": mode}) for mode in ("progressive", "fp32")]
     return out
 
 

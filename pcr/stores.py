@@ -197,6 +197,13 @@ def add_stats_arrays(store: zarr.Group, T: int, layers: list[str], hist_bins: in
                   (T, L, hist_bins), layers=layers)
 
 
+def add_correction_arrays(store: zarr.Group, T: int, channels: int) -> None:
+    """correction/<gain|shift> [T, C]: each step's output correction (pcr.calibrate.objectives), one chunk."""
+    for name, fill in (("gain", 1.0), ("shift", 0.0)):
+        add_array(store, f"correction/{name}", (T, channels), "float32", ("step", "channel"), (T, channels))
+        store[f"correction/{name}"][:] = fill
+
+
 def write_stats(store: zarr.Group, k: int, arrays: dict[str, np.ndarray]) -> None:
     """Step k's statistics (as `pcr.stats.record.stack_stats` lays them out); those the store keeps."""
     for stat, v in arrays.items():

@@ -27,13 +27,14 @@ from pcr.errors import StoreError
 from pcr.models.layers import match_layers
 from pcr.quant.affine import code_dtype, quantize
 from pcr.quant.observers import get_observer
-from pcr.quant.quantize import qmodules, quantize_model
+from pcr.quant.quantize import corrected_output, qmodules, quantize_model
 from pcr.quant.serialize import save_quant_state
 from pcr.relax import make_schedule
 from pcr.sampling import load_sampler
 from pcr.stats.record import stack_stats, unstack_stats
 from pcr.stores import (
     add_stats_arrays,
+    add_correction_arrays,
     add_trajectory_arrays,
     create_store,
     fingerprint,
@@ -87,7 +88,8 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
     T = sampler.num_steps
     if traj.attrs["num_steps"] != T:
         raise ConfigError(f"{trajectories} has {traj.attrs['num_steps']} steps but model.steps gives {T}: rerun collect")
-    qmap = quantize_model(pipe.unet, params.quant, sampler.timesteps.tolist(), type(sampler.scheduler).__name__, params.model.steps)
+    qmap = quantize_model(pipe.unet, params.quant, sampler.timesteps.tolist(), type(sampler.scheduler).__name__, params.model.steps,
+                          output_correction=cfg.objective != "ranges")
     if weights is not None:
         use_weights(qmodules(pipe.unet), weights)
     names = list(qmap.layers)
@@ -96,7 +98,8 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
     store_layers = tuple(match_layers(names, cfg.store.layers, "calibrate.store.layers", "quantized layer"))
     cal = Calibration(sampler, qmodules(pipe.unet), cond, fp32_stats_reader(traj, names, observer.needs_histogram), observer,
                       params.quant.act_bits, cfg.batch_size, store_layers, min(cfg.store.samples, cfg.batch_size),
-                      params.quant.ema_constant)
+                      params.quant.ema_constant, cfg.objective, corrected_output(pipe.unet),
+                      lambda k: torch.from_numpy(traj["x"][k]), lambda k: torch.from_numpy(traj["model_output"][k]))
     return pipe, qmap, cal
 
 
@@ -121,22 +124,27 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
     cal.bits = relaxed_bits(relax or {}, T, params.quant.act_bits) or cal.bits
     n = next(iter(cal.cond.values())).shape[0]
     quant = {f.name: getattr(params.quant, f.name) for f in fields(params.quant) if f.name not in WEIGHTS_STAGE_KEYS}
-    fp = fingerprint(traj.attrs["fingerprint"], n, quant, cfg.mode, cfg.batch_size, cal.bits,  # not the dumps: see above
+    fp = fingerprint(traj.attrs["fingerprint"], n, quant, cfg.mode, cfg.objective, cfg.batch_size, cal.bits,  # not the dumps
                      files=[weights] if weights is not None else [])  # the weights stage's settings are in its file
     dumps_fp = fingerprint(fp, asdict(cfg.store))
     store = resume_store(out, "calibration", fp)
     dumps = resume_store(activations, "activations", dumps_fp) if store is not None else None
     if store is None or dumps is None:
         store = create_store(out, "calibration", fingerprint=fp, mode=cfg.mode, layers=names, num_steps=T, steps_done=0,
-                             act_bits=params.quant.act_bits, act_observer=params.quant.act_observer, num_prompts=n)
+                             act_bits=params.quant.act_bits, act_observer=params.quant.act_observer, num_prompts=n,
+                             objective=cfg.objective)
         add_trajectory_arrays(store, sampler.timesteps.cpu().numpy(), n, sampler.latent_shape, cfg.batch_size)
         add_stats_arrays(store, T, names, traj["stats/hist"].shape[-1] if cal.observer.needs_histogram else None)
+        if cal.output is not None:
+            add_correction_arrays(store, T, cal.output.out_channels)
         store["x"][0] = traj["x"][0]
         dumps = create_store(activations, "activations", fingerprint=dumps_fp, layers=list(cal.capture_layers),
                              samples=cal.capture_samples, num_steps=T)
     done = int(store.attrs["steps_done"])
     for k in range(done):  # resume: parameters of finished steps follow from their stored statistics
         cal.set_params(unstack_stats(read_stats(store, k), names), k)
+        if cal.output is not None:  # ... and their output corrections are stored as fitted
+            cal.output.set_step(k, torch.from_numpy(store["correction/gain"][k]), torch.from_numpy(store["correction/shift"][k]))
     schedulers = replay_schedulers(cal, lambda j: torch.from_numpy(store["x"][j]),
                                    lambda j: torch.from_numpy(store["model_output"][j]), done)
 
@@ -144,6 +152,8 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
         store["x"][r.k + 1] = r.x_next.numpy()
         store["model_output"][r.k] = r.eps.numpy()
         write_stats(store, r.k, stack_stats(r.stats, names))
+        if r.correction is not None:
+            store["correction/gain"][r.k], store["correction/shift"][r.k] = (c.numpy() for c in r.correction)
         _write_activations(dumps, r, cal.qlayers, T)
         store.attrs["steps_done"] = r.k + 1  # last: a step counts only once all of it is written
 

@@ -8,12 +8,17 @@ Modes (one code path):
 - `fp32`: step k's parameters from the FP32 trajectory's statistics (collect's); one pass per step.
 - `shared`: one parameter set from the FP32 statistics of all steps (Q-Diffusion); one pass.
 
+Then the objective (`calibrate.objective`, pcr.calibrate.objectives) fits step k's output correction, on
+the quantized trajectory in progressive mode (no extra pass: the advance pass's output is corrected) and
+on the FP32 trajectory in the fp32 and shared modes (one quantized pass on x_k).
+
 `naive_progressive` is the official code's loop, which reruns every prompt from x_T for each k
 (about T²/2 passes); it exists to show both give the same parameters, and for benchmarks.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,8 +26,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pcr.calibrate.objectives import apply_correction, get_fit, step_target
 from pcr.distributed import batches
 from pcr.models.conditioning import select
+from pcr.quant.correction import StepAffineConv2d
 from pcr.quant.modules import QModuleMixin
 from pcr.quant.observers import Observer
 from pcr.quant.quantize import set_activation_step
@@ -38,8 +45,9 @@ StepStats = dict[str, RunningStats]
 class StepResult:
     k: int
     x_next: Tensor  # x̂_{k+1} [N, C, h, w]
-    eps: Tensor  # guided model output at step k [N, C, h, w]
+    eps: Tensor  # guided model output at step k [N, C, h, w], corrected by the objective's fit
     stats: StepStats  # the statistics step k's parameters were fixed from
+    correction: tuple[Tensor, Tensor] | None = None  # step k's output (gain, shift) [C], objectives that fit one
     captured: dict[str, Tensor] = field(default_factory=dict)  # layer -> inputs of the first samples
 
 
@@ -57,6 +65,10 @@ class Calibration:
     capture_layers: tuple[str, ...] = ()
     capture_samples: int = 0
     ema_constant: float = EMA_CONSTANT  # the ema_minmax observer's averaging constant (quant.ema_constant)
+    objective: str = "ranges"  # calibrate.objective: what a step fits after its ranges (pcr.calibrate.objectives)
+    output: StepAffineConv2d | None = None  # the corrected output layer (objectives other than ranges)
+    fp32_x: Callable[[int], Tensor] | None = None  # state k of the FP32 trajectory [N, C, h, w] (collect's)
+    fp32_eps: Callable[[int], Tensor] | None = None  # FP32's guided output at step k [N, C, h, w]
     _inputs_per_pass: int | None = field(default=None, init=False, repr=False)  # recorded inputs of one full UNet pass
 
     @property
@@ -86,19 +98,43 @@ class Calibration:
         rec.recording, rec.stop_after = False, None
         return rec.stats
 
-    def advance(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list) -> tuple[Tensor, Tensor, dict]:
-        """x̂_k -> (x̂_{k+1}, eps_k), capturing the first samples' (conditional branch) layer inputs."""
+    def advance(self, rec: StatsRecorder, k: int, x: Tensor, schedulers: list, mode: str = "progressive"
+                ) -> tuple[Tensor, Tensor, dict, tuple[Tensor, Tensor] | None]:
+        """x̂_k -> (x̂_{k+1}, eps_k, captured inputs, correction): the objective's fit (on x̂_k in progressive mode,
+        on the FP32 x_k otherwise) corrects eps_k before the scheduler steps. Captures the first samples'
+        (conditional branch) layer inputs."""
         rec.recording, rec.captured = False, {}
-        xs, eps = [], []
+        eps = []
         for i, (b, sched) in enumerate(zip(self.batches, schedulers, strict=True)):
             n_b = b.stop - b.start
             s = min(self.capture_samples, n_b)
             rec.capture_rows = slice(n_b, n_b + s) if i == 0 and s > 0 else None  # CFG rows: [uncond; cond]
-            e = self.sampler.eps(x[b], k, select(self.cond, b), sched)
-            xs.append(self.sampler.step(sched, e, k, x[b]).cpu())
-            eps.append(e.cpu())
+            eps.append(self.sampler.eps(x[b], k, select(self.cond, b), sched))
         rec.capture_rows = None
-        return torch.cat(xs), torch.cat(eps), dict(rec.captured)
+        captured = dict(rec.captured)
+        fit, correction = get_fit(self.objective), None
+        if fit is not None:
+            correction = fit(*self.fit_data(k, x, eps, schedulers, mode))
+            self.output.set_step(k, *correction)
+            eps = [apply_correction(e, *(c.to(e.device) for c in correction)) for e in eps]
+        xs = [self.sampler.step(sched, e, k, x[b]).cpu() for e, b, sched in zip(eps, self.batches, schedulers, strict=True)]
+        return torch.cat(xs), torch.cat([e.cpu() for e in eps]), captured, correction
+
+    def fit_data(self, k: int, x: Tensor, eps: list[Tensor], schedulers: list, mode: str) -> tuple[Tensor, Tensor]:
+        """(ε̂_k, ε*_k) [N, C, h, w] that step k's correction is fitted on (pcr.calibrate.objectives)."""
+        if self.output is None or self.fp32_x is None or self.fp32_eps is None:
+            raise ValueError(f"calibrate.objective={self.objective!r} needs the corrected output layer and the FP32 trajectory")
+        if mode == "progressive":  # closed loop: from x̂_k to the FP32 trajectory's next state
+            x_next = self.fp32_x(k + 1)
+            targets = [step_target(lambda sch, e, b=b: self.sampler.step(sch, e, k, x[b]), sched, eps_b, x_next[b])
+                       for eps_b, b, sched in zip(eps, self.batches, schedulers, strict=True)]
+            return torch.cat([e.cpu() for e in eps]), torch.cat([t.cpu() for t in targets])
+        x_k = self.fp32_x(k)  # open loop: the quantized step on FP32's own input, against FP32's output
+        with torch.no_grad():
+            self.output.set_step(k, torch.ones_like(self.output.out_gain[k]), torch.zeros_like(self.output.out_shift[k]))
+            eps_q = [self.sampler.eps(x_k[b], k, select(self.cond, b), copy.deepcopy(sched))
+                     for b, sched in zip(self.batches, schedulers, strict=True)]
+        return torch.cat([e.cpu() for e in eps_q]), self.fp32_eps(k)
 
     def recorder(self) -> StatsRecorder:
         rec = StatsRecorder(self.sampler.unet, list(self.qlayers), histogram=self.observer.needs_histogram,
@@ -123,9 +159,9 @@ def sweep(cal: Calibration, mode: str, x: Tensor, *, start: int = 0, schedulers:
             else:
                 stats = shared if mode == "shared" else cal.starting_stats(k)
             cal.set_params(stats, k)
-            x_next, eps, captured = cal.advance(rec, k, x, schedulers)
+            x_next, eps, captured, correction = cal.advance(rec, k, x, schedulers, mode)
             if on_step is not None:
-                on_step(StepResult(k, x_next, eps, stats, captured))
+                on_step(StepResult(k, x_next, eps, stats, captured=captured, correction=correction))
             x = x_next
     return x
 
@@ -138,7 +174,7 @@ def naive_progressive(cal: Calibration, x_T: Tensor, progress: bool = False) -> 
             schedulers = [s.new_scheduler() for _ in cal.batches]
             x = x_T
             for j in range(k):
-                x, _, _ = cal.advance(rec, j, x, schedulers)
+                x = cal.advance(rec, j, x, schedulers)[0]
             cal.set_params(cal.starting_stats(k), k)
             cal.set_params(cal.observe(rec, k, x, schedulers), k)
 

@@ -21,7 +21,7 @@ from pcr.quant.observers import Observer
 from pcr.quant.packing import pack, storage_dtype, storage_shape, unpack
 from pcr.quant.step import StepCounter
 
-SCALE_BUFFERS = ("scale", "weight_scale")  # stay float32 whatever dtype the model is cast to
+SCALE_BUFFERS = ("scale", "weight_scale", "out_gain", "out_shift")  # stay float32 whatever dtype the model is cast to
 
 
 def code_bounds(bits: Tensor, symmetric: bool) -> tuple[Tensor, Tensor]:
@@ -40,7 +40,7 @@ def fake_quantize_at(x: Tensor, s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return torch.mul(x.float(), 1.0 / s).round_().clamp_(lo, hi).mul_(s)
 
 
-def _keep_scales_float32(module: nn.Module) -> None:
+def keep_scales_float32(module: nn.Module) -> None:
     for name in SCALE_BUFFERS:
         t = module._buffers.get(name)
         if t is not None and t.is_floating_point() and t.dtype != torch.float32:
@@ -73,7 +73,7 @@ class ActQuantizer(nn.Module):
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        _keep_scales_float32(self)
+        keep_scales_float32(self)
         return self
 
     @torch.no_grad()
@@ -197,7 +197,7 @@ class QModuleMixin:
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        _keep_scales_float32(self)
+        keep_scales_float32(self)
         return self
 
 

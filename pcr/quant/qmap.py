@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pcr.errors import StoreError
 
-FORMAT_VERSION = 2  # 2: weights as packed integer codes in state_dict, per-step rows read through the step counter
+FORMAT_VERSION = 3  # 3: the output layer's per-step correction (output_correction); 2: integer codes, per-step rows
+READABLE_VERSIONS = (2, 3)  # a version-2 map is a version-3 map without output correction
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class QuantMap:
     weight_observer: str
     act_observer: str
     layers: dict[str, LayerQuant]
+    output_correction: str | None = None  # the float output layer turned into a StepAffineConv2d (the objective's fit)
     format_version: int = FORMAT_VERSION
     meta: dict = field(default_factory=dict)
 
@@ -43,10 +45,14 @@ class QuantMap:
         if not isinstance(d, dict):
             raise StoreError("a quantization map is a JSON object")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
-        d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
-        return cls(**d)
+        if version not in READABLE_VERSIONS:
+            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads "
+                             f"{list(READABLE_VERSIONS)}")
+        try:
+            d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
+            return cls(**{**d, "format_version": FORMAT_VERSION})
+        except TypeError as e:
+            raise StoreError(f"quantization map does not fit format_version={version}: {e}") from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from pcr.errors import ConfigError, StoreError
 from pcr.models.layers import candidate_layers, match_layers
 from pcr.quant.affine import params_from_range
+from pcr.quant.correction import OUTPUT_LAYER, StepAffineConv2d
 from pcr.quant.modules import QMODULES, QModuleMixin
 from pcr.quant.observers import Observer, get_observer
 from pcr.quant.qmap import FORMAT_VERSION, LayerQuant, QuantMap  # noqa: F401 (re-exported)
@@ -65,14 +66,24 @@ def apply_quant_map(model: nn.Module, qmap: QuantMap, observer: Observer | None 
                              observer=observer, counter=counter)
         _swap(model, name, q)
         out[name] = q
+    if qmap.output_correction is not None:
+        try:
+            layer = model.get_submodule(qmap.output_correction)
+        except AttributeError:
+            raise StoreError(f"quantization map corrects layer {qmap.output_correction!r}, which this UNet does not have") from None
+        try:
+            _swap(model, qmap.output_correction, StepAffineConv2d.from_module(layer, num_steps=qmap.num_steps, counter=counter))
+        except ValueError as e:
+            raise StoreError(f"layer {qmap.output_correction!r}: {e}") from None
     return out
 
 
 def quantize_model(model: nn.Module, cfg, timesteps: Tensor | list[float], scheduler: str = "unknown",
-                   num_inference_steps: int | None = None) -> QuantMap:
+                   num_inference_steps: int | None = None, output_correction: bool = False) -> QuantMap:
     """Quantize `model` in place per `cfg` (a `pcr.config.QuantConfig`): weights now, activations later.
 
     timesteps: the diffusers timesteps t_0..t_{T-1} of the T sampling steps the activations are calibrated for.
+    output_correction: turn the float output layer (conv_out) into a StepAffineConv2d, identity until calibrated.
     """
     names = select_layers(model, cfg.include, cfg.exclude, cfg.keep_float)
     layers = {
@@ -80,7 +91,10 @@ def quantize_model(model: nn.Module, cfg, timesteps: Tensor | list[float], sched
                       cfg.act_bits, cfg.act_symmetric)
         for n in names
     }
-    qmap = QuantMap(len(timesteps), cfg.weight_observer, cfg.act_observer, layers)
+    if output_correction and OUTPUT_LAYER in names:
+        raise ConfigError(f"the output correction needs {OUTPUT_LAYER} in float: add it to quant.keep_float or exclude it")
+    qmap = QuantMap(len(timesteps), cfg.weight_observer, cfg.act_observer, layers,
+                    output_correction=OUTPUT_LAYER if output_correction else None)
     apply_quant_map(model, qmap, get_observer(cfg.weight_observer), timesteps, scheduler, num_inference_steps)
     return qmap
 
@@ -107,3 +121,8 @@ def set_activation_step(qlayers: dict[str, QModuleMixin], observer: Observer, st
 
 def qmodules(model: nn.Module) -> dict[str, QModuleMixin]:
     return {n: m for n, m in model.named_modules() if isinstance(m, QModuleMixin)}
+
+
+def corrected_output(model: nn.Module) -> StepAffineConv2d | None:
+    """The model's corrected output layer, if its quantization has one."""
+    return next((m for m in model.modules() if isinstance(m, StepAffineConv2d)), None)

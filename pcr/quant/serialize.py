@@ -29,6 +29,7 @@ from torch import nn
 
 from pcr.errors import StoreError
 from pcr.files import atomic_path
+from pcr.quant.correction import StepAffineConv2d
 from pcr.quant.quantize import QuantMap, apply_quant_map, qmodules
 from pcr.quant.step import STEP_COUNTER, step_counter
 
@@ -41,8 +42,9 @@ ARTIFACT_FILES = (CONFIG, QUANT_CONFIG, WEIGHTS)
 
 
 def quant_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The quantized layers' and the step counter's entries of the model's state_dict."""
-    prefixes = tuple(f"{n}." for n in qmodules(model)) + (f"{STEP_COUNTER}.",)
+    """The quantized layers', the corrected output layer's and the step counter's entries of the model's state_dict."""
+    corrected = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, StepAffineConv2d))
+    prefixes = tuple(f"{n}." for n in qmodules(model)) + corrected + (f"{STEP_COUNTER}.",)
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(prefixes)}
 
 
