@@ -33,8 +33,8 @@ from pcr.relax import make_schedule
 from pcr.sampling import load_sampler
 from pcr.stats.record import stack_stats, unstack_stats
 from pcr.stores import (
-    add_stats_arrays,
     add_correction_arrays,
+    add_stats_arrays,
     add_trajectory_arrays,
     create_store,
     fingerprint,
