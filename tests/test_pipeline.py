@@ -20,18 +20,23 @@ BACKEND = "aot_eager"
 PROMPTS = ["a red circle", "a blue square"]
 
 
-def _export(model_dir, out, scheduler=None):
-    """A quantized artifact of the model's UNet, per-step ranges set by hand (calibration is tested elsewhere)."""
+def _export(model_dir, out, scheduler=None, output_correction=False):
+    """A quantized artifact of the model's UNet, per-step ranges (and output corrections) set by hand
+    (calibration is tested elsewhere)."""
     unet = UNet2DConditionModel.from_pretrained(model_dir / "unet").eval()
     scheduler = scheduler or PNDMScheduler.from_pretrained(model_dir / "scheduler", skip_prk_steps=True)
     scheduler.set_timesteps(STEPS)
     qmap = quantize_model(unet, QuantConfig(weight_bits=8, act_bits=8, weight_observer="minmax"), scheduler.timesteps.tolist(),
-                          type(scheduler).__name__, STEPS)
+                          type(scheduler).__name__, STEPS, output_correction=output_correction)
     for m in qmodules(unet).values():
         for k in range(len(scheduler.timesteps)):
             m.input_quant.set_step(k, torch.tensor(-3.0 + 0.5 * k), torch.tensor(3.0 - 0.5 * k))
+    if output_correction:
+        for k in range(len(scheduler.timesteps)):
+            unet.conv_out.set_step(k, torch.full((4,), 1.0 + 0.1 * k), torch.full((4,), -0.05 * k))
     meta = {"scheduler": dict(scheduler.config), "num_inference_steps": STEPS}
-    save_quantized(unet, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta=meta), out, scheduler)
+    save_quantized(unet, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers,
+                                  output_correction=qmap.output_correction, meta=meta), out, scheduler)
     return out
 
 
@@ -57,13 +62,18 @@ def test_load_pipeline_returns_the_stock_pipeline_with_the_quantized_unet(family
         pipe(PROMPTS, num_inference_steps=7, output_type="np")
 
 
-def test_fullgraph_compile_runs_a_generation_once_without_breaks(tiny_sd_dir, tmp_path):
+@pytest.mark.parametrize("output_correction", [False, True])
+def test_fullgraph_compile_runs_a_generation_once_without_breaks(tiny_sd_dir, tmp_path, output_correction):
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    quantized = _export(tiny_sd_dir, tmp_path / "quantized")
+    quantized = _export(tiny_sd_dir, tmp_path / "quantized", output_correction=output_correction)
     pipe = pcr.load_pipeline(tiny_sd_dir, quantized)
     eager = _images(pipe)
+    if output_correction:  # the per-step correction is in the loaded model and changes its images
+        assert pipe.unet.conv_out.out_gain[2, 0].item() == pytest.approx(1.2)
+        plain = pcr.load_pipeline(tiny_sd_dir, _export(tiny_sd_dir, tmp_path / "plain"))
+        assert np.abs(_images(plain) - eager).max() > 0.01
     torch._dynamo.reset()
     counters.clear()
     pipe.unet = torch.compile(pipe.unet, fullgraph=True, backend=BACKEND)  # fullgraph: any graph break raises

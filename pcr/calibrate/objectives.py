@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 OBJECTIVES = ("ranges", "bias", "affine")
+AFFINE_RTOL = 1e-4  # how far from affine a scheduler step may be (float rounding) before the objective refuses it
 MIN_VARIANCE = 1e-12  # a channel whose ε̂ does not vary gets gain 1 (the fit is undetermined)
 
 
@@ -72,4 +73,10 @@ def step_target(step: Callable[[object, Tensor], Tensor], scheduler, x: Tensor, 
     zero = torch.zeros_like(x)
     a = step(copy.deepcopy(scheduler), zero)  # A_k
     b = step(copy.deepcopy(scheduler), zero + 1) - a  # B_k
+    c = step(copy.deepcopy(scheduler), zero - 1)  # A_k - B_k if the step is affine in ε
+    if not torch.allclose(c, a - b, rtol=AFFINE_RTOL, atol=AFFINE_RTOL * float(b.abs().max())):
+        cfg = getattr(scheduler, "config", {})
+        raise ValueError(f"{type(scheduler).__name__}'s step is not affine in the model output (clip_sample="
+                         f"{cfg.get('clip_sample')}, thresholding={cfg.get('thresholding')}): calibrate.objective needs a "
+                         "deterministic, unclipped scheduler step; use calibrate.objective=ranges")
     return (x_next.to(a.device) - a) / b

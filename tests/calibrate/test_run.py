@@ -149,3 +149,49 @@ def test_store_layer_pattern_matching_no_quantized_layer_is_refused_by_name(setu
     with pytest.raises(ConfigError, match=r"calibrate.store.layers pattern 'conv_in' matches no quantized layer"):
         calibrate(params, *_outs(tmp, "c"), progress=False)
     assert not (tmp / "c.zarr").exists() and not partial_path(tmp / "c.zarr").exists()
+
+
+@pytest.mark.parametrize("mode", ["progressive", "fp32"])
+def test_fitted_output_correction_is_in_the_quantized_model_and_reproduces_calibration(setup, mode):
+    """The sweep corrects each step's output after the UNet call; the saved state must hold that correction in
+    the model: the reloaded quantized UNet, run over the calibration samples, retraces calib.zarr's trajectory."""
+    from pcr.models.conditioning import select
+    from pcr.quant.correction import StepAffineConv2d
+    from pcr.quant.serialize import load_quant_state
+    from pcr.sampling import load_sampler
+
+    params, tmp = setup
+    params = dataclasses.replace(params, calibrate=dataclasses.replace(params.calibrate, mode=mode, objective="affine"))
+    calibrate(params, *_outs(tmp, "aff"), progress=False)
+    calib, traj = open_store(tmp / "aff.zarr", "calibration"), open_store(tmp / "traj.zarr", "trajectories")
+    gain = calib["correction/gain"][:]
+    assert calib["correction/gain"].metadata.dimension_names == ("step", "channel")
+    assert not np.allclose(gain, 1.0)  # fitted, not left at the identity
+
+    _, sampler = load_sampler(params.model)
+    load_quant_state(sampler.unet, tmp / "aff.safetensors", tmp / "aff.json")
+    assert isinstance(sampler.unet.conv_out, StepAffineConv2d)
+    np.testing.assert_array_equal(sampler.unet.conv_out.out_gain.numpy(), gain)
+    cond = {k: torch.from_numpy(traj[f"cond/{k}"][:]) for k in traj["cond"].array_keys()}
+    b = slice(0, params.calibrate.batch_size)  # the sweep's first batch: same batch, same float sums
+    x, sched = torch.from_numpy(calib["x"][0][b]), sampler.new_scheduler()
+    for k in range(sampler.num_steps):
+        x = sampler.step(sched, sampler.eps(x, k, select(cond, b), sched), k, x)
+    np.testing.assert_allclose(x.numpy(), calib["x"][-1][b], atol=2e-4, rtol=0)
+
+
+def test_killed_run_with_output_correction_resumes_with_the_fitted_rows(setup, monkeypatch):
+    params, tmp = setup
+    params = dataclasses.replace(params, calibrate=dataclasses.replace(params.calibrate, objective="affine"))
+    calibrate(params, *_outs(tmp, "full"), progress=False)
+    original = run_mod.write_stats
+    monkeypatch.setattr(run_mod, "write_stats", lambda store, k, a: (_ for _ in ()).throw(Killed) if k == 2 else original(store, k, a))
+    with pytest.raises(Killed):
+        calibrate(params, *_outs(tmp, "resumed"), progress=False)
+    monkeypatch.undo()
+    calibrate(params, *_outs(tmp, "resumed"), progress=False)
+    a, b = open_store(tmp / "full.zarr", "calibration"), open_store(tmp / "resumed.zarr", "calibration")
+    for name in ("x", "correction/gain", "correction/shift"):
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    full, resumed = load_file(tmp / "full.safetensors"), load_file(tmp / "resumed.safetensors")
+    assert torch.equal(full["conv_out.out_gain"], resumed["conv_out.out_gain"])

@@ -9,6 +9,7 @@ import torch
 from quant_testlib import tiny_unet, unet_inputs
 from safetensors.torch import load_file, save_file
 
+from pcr.config import QuantConfig
 from pcr.errors import StoreError
 from pcr.quant import (
     at_step,
@@ -115,3 +116,19 @@ def test_save_replaces_atomically(artifact, qcfg):
     assert not path.with_name(path.name + ".partial").exists()
     assert torch.equal(load_quantized(path).conv_in.weight, unet.conv_in.weight)
     shutil.rmtree(path)
+
+
+def test_a_format_2_map_without_output_correction_still_loads():
+    from pcr.quant.qmap import QuantMap
+
+    unet = tiny_unet()
+    qmap = quantize_model(unet, QuantConfig(), [900.0, 500.0])
+    d = json.loads(qmap.to_json())
+    del d["output_correction"]
+    d["format_version"] = 2
+    old = QuantMap.from_json(json.dumps(d))
+    assert old.output_correction is None and old.layers == qmap.layers and old.format_version == 3
+    d["output_correction"] = "conv_out"  # a field version 2 never had is still read as version 3's
+    d["unknown"] = 1
+    with pytest.raises(StoreError, match="does not fit format_version=2"):
+        QuantMap.from_json(json.dumps(d))
