@@ -187,6 +187,19 @@ def report(
 
 
 @app.command()
+def drift(
+    trajectories: Path = typer.Argument(OUT / "trajectories.zarr", help="collect's FP32 trajectories"),
+    calib: Path = typer.Argument(OUT / "calib.zarr", help="a progressive calibration's store"),
+    layers: int = typer.Option(5, help="how many of the layers that move most to name"),
+) -> None:
+    """How far the quantized trajectory's layer-input ranges drift from the FP32 ones, in LSB, per step: whether
+    progressive calibration has anything to follow on this model and bitwidth (before generating anything)."""
+    from pcr import drift as drift_mod
+
+    stage.run(lambda: typer.echo(drift_mod.describe(drift_mod.drift(trajectories, calib), layers)))
+
+
+@app.command()
 def version() -> None:
     """Print the pcr version."""
     from pcr import __version__

@@ -39,6 +39,7 @@ COLUMNS = (  # (metrics key, header, format)
     ("color_acc", "colour acc ↑", "{:.3f}"),
     ("shape_acc", "shape acc ↑", "{:.3f}"),
     ("final_step_error", "calib. x̂ error ↓", "{:.4f}"),
+    ("drift.median_lsb", "x̂ range drift, LSB", "{:.2f}"),
     ("paraphrase.fid_fp32", "paraphrase FID to FP32 ↓", "{:.4f}"),
     ("paraphrase.psnr_fp32", "paraphrase PSNR ↑", "{:.2f}"),
     ("paraphrase.clip_score", "paraphrase CLIP ↑", "{:.2f}"),

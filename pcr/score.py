@@ -15,6 +15,9 @@ metrics.json (flat keys for the standard set, a nested block per other set):
 samples/<set>/: the per-sample data (layout in pcr/metrics/samples.py), for `pcr compare`.
 plots/step_error.csv: relative L2 error of the quantized calibration trajectory per step,
     ||x̂_k - x_k|| / ||x_k||, against the FP32 one (the accumulated error PCR targets).
+plots/drift.csv: per step, how far the layer-input ranges on the quantized trajectory moved from the FP32 ones, in
+    LSB of the FP32-calibrated quantizer (median and p90 over layers; pcr.drift); metrics.json's `drift` summarises
+    it (progressive calibrations only).
 plots/ranges/<layer>.csv: per step, the input range (max - min) of a layer on the FP32 trajectory and on the
     calibration's (what its parameters were fixed from), for the RANGE_LAYERS layers whose ranges differ most.
 """
@@ -31,6 +34,7 @@ import torch
 from PIL import Image
 
 from pcr.config import ConfigError, Params
+from pcr.drift import drift, latent_drift
 from pcr.files import atomic_path
 from pcr.metrics.intervals import scored
 from pcr.metrics.samples import Judge, extract, load_models, prompt_groups, prompts_digest, save
@@ -82,13 +86,7 @@ def load_judge_hits(path: str) -> Judge:
 
 def step_error(traj_path: str | Path, calib_path: str | Path) -> list[dict]:
     traj, calib = open_store(traj_path, "trajectories"), open_store(calib_path, "calibration")
-    n = calib["x"].shape[1]
-    rows = []
-    for k in range(1, calib["x"].shape[0]):
-        x, x_hat = traj["x"][k, :n], calib["x"][k]
-        err = np.linalg.norm((x_hat - x).reshape(n, -1), axis=1) / np.linalg.norm(x.reshape(n, -1), axis=1)
-        rows.append({"step": k, "relative_error": float(err.mean())})
-    return rows
+    return [{"step": k + 1, "relative_error": float(e)} for k, e in enumerate(latent_drift(traj, calib))]
 
 
 def activation_ranges(traj_path: str | Path, calib_path: str | Path, layers: int = RANGE_LAYERS) -> dict[str, np.ndarray]:
@@ -155,6 +153,11 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
     rows = step_error(traj_path, calib_path)
     (plots / "step_error.csv").write_text("step,relative_error\n" + "".join(f"{r['step']},{r['relative_error']:.6g}\n" for r in rows))
     metrics["final_step_error"] = rows[-1]["relative_error"]
+    d = drift(traj_path, calib_path)
+    if d is not None:  # progressive calibrations only: the others observe no x̂
+        metrics["drift"] = d.summary()
+        (plots / "drift.csv").write_text("step,median_lsb,p90_lsb,clip_median_lsb\n" + "".join(
+            f"{r['step']},{r['median_lsb']:.6g},{r['p90_lsb']:.6g},{r['clip_median_lsb']:.6g}\n" for r in d.per_step()))
     (plots / "ranges").mkdir(exist_ok=True)
     for layer, r in activation_ranges(traj_path, calib_path).items():
         (plots / "ranges" / f"{layer}.csv").write_text("step,fp32,calibrated\n" + "".join(f"{k},{a:.6g},{b:.6g}\n" for k, (a, b) in enumerate(r)))

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+from store_testlib import trajectory_store
 
 from pcr.config import ConfigError
 from pcr.score import real_images
@@ -49,16 +50,6 @@ def _image_store(path, kind, images, **attrs):
     finish_store(g, path)
 
 
-def _trajectory_store(path, kind, x, layers, lo, hi):
-    from pcr.stores import add_array, create_store, finish_store
-
-    g = create_store(path, kind, layers=layers)
-    add_array(g, "x", x.shape, "float32", ("state", "sample", "channel", "height", "width"), x.shape)[:] = x
-    for name, v in (("min", lo), ("max", hi)):
-        add_array(g, f"stats/{name}", v.shape, "float32", ("step", "layer"), v.shape)[:] = v
-    finish_store(g, path)
-
-
 RANGES = np.linspace(1.0, 2.0, 3)[:, None] * np.array([1.0, 2.0, 3.0, 4.0])  # [T=3, 4 layers] FP32 input ranges
 
 
@@ -77,9 +68,9 @@ def project(tmp_path_factory):
     _image_store(tmp / "ref.zarr", "reference", fp32)
     _image_store(tmp / "gen.zarr", "generated", quant, average_bits=8.0, weight_bits=8)
     x = rng.normal(size=(4, 2, 1, 2, 2)).astype(np.float32)
-    _trajectory_store(tmp / "traj.zarr", "trajectories", x, list("abcd"), -RANGES / 2, RANGES / 2)
+    trajectory_store(tmp / "traj.zarr", "trajectories", x, list("abcd"), -RANGES / 2, RANGES / 2)
     drift = RANGES[:, [3, 1, 0]] * [1.5, 1.0, 0.25]  # calibration ranges of d, b, a: d 1.5x, b equal, a 4x narrower
-    _trajectory_store(tmp / "calib.zarr", "calibration", x + 0.1, list("dba"), -drift / 2, drift / 2)
+    trajectory_store(tmp / "calib.zarr", "calibration", x + 0.1, list("dba"), -drift / 2, drift / 2)
     return tmp, clip
 
 
