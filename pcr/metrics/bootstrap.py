@@ -230,24 +230,36 @@ def _kernel(a: Tensor, b: Tensor) -> Tensor:
     return (a @ b.T / a.shape[1] + 1.0) ** 3  # KID's polynomial kernel
 
 
-def _offdiag_form(k: Tensor, w: Tensor) -> Tensor:
-    # Σ_{i≠j} w_i w_j k_ij / (S² - Σ w_i²): the U-statistic mean over pairs of different samples
-    total = ((w @ k) * w).sum(1) - (w**2 * k.diagonal()).sum(1)
-    s = w.sum(1)
-    return total / (s**2 - (w**2).sum(1))
+def _pair_mask(n: int, groups: np.ndarray | None, device) -> Tensor:
+    """[n, n] 1 where samples i and j may form a pair of the U-statistic: i != j, and other groups when given."""
+    g = torch.as_tensor(np.arange(n) if groups is None else np.asarray(groups), device=device)
+    return (g[:, None] != g[None, :]).to(torch.float64)
+
+
+def _pair_form(k: Tensor, mask: Tensor, w: Tensor) -> Tensor:
+    # Σ_ij w_i w_j m_ij k_ij / Σ_ij w_i w_j m_ij: the U-statistic mean over the allowed pairs of drawn samples
+    return ((w @ (k * mask)) * w).sum(1) / ((w @ mask) * w).sum(1)
 
 
 def kid_statistic(x: np.ndarray, y: np.ndarray, paired: bool, x_side: str = "pairs",
-                  device: str | torch.device = "cpu") -> Statistic:
+                  device: str | torch.device = "cpu", groups: np.ndarray | None = None) -> Statistic:
     """KID (unbiased MMD², cubic kernel) of features x [N, D] against y; `paired`: x[i] <-> y[i].
 
     Paired: the U-statistic of h_ij = k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i) (fid.py's
     paired KID over the whole set instead of random subsets). Unpaired: the usual unbiased MMD².
+
+    groups [N] (the prompt of each paired sample, as the cluster bootstrap draws them): pairs of one group
+    are left out, in the estimate and in every replicate. Images of one prompt are alike, so their pairs
+    are not pairs of independent draws; and a replicate that draws a prompt twice would otherwise add
+    pairs between the two copies that the estimate never had, biasing every replicate (the BCa interval
+    then excluded its own estimate). Without groups only pairs of one sample (i = j) are left out.
     """
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float64, device=device)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.float64, device=device)
     kxx, kyy, kxy = _kernel(xt, xt), _kernel(yt, yt), _kernel(xt, yt)
     h = kxx + kyy - kxy - kxy.T if paired else None
+    mask_y = _pair_mask(len(yt), groups, device)
+    mask_x = mask_y if x_side == "pairs" else _pair_mask(len(xt), None, device)
 
     def stat(w: Weights) -> np.ndarray:
         wy = torch.as_tensor(w.pairs, dtype=torch.float64, device=device)
@@ -255,11 +267,11 @@ def kid_statistic(x: np.ndarray, y: np.ndarray, paired: bool, x_side: str = "pai
         out = []
         for i, j in _chunks(len(wy), 2 * (len(xt) + len(yt))):
             if paired:
-                out.append(_offdiag_form(h, wy[i:j]))
+                out.append(_pair_form(h, mask_y, wy[i:j]))
             else:
                 u, v = wx[i:j], wy[i:j]
                 cross = ((u @ kxy) * v).sum(1) / (u.sum(1) * v.sum(1))
-                out.append(_offdiag_form(kxx, u) + _offdiag_form(kyy, v) - 2 * cross)
+                out.append(_pair_form(kxx, mask_x, u) + _pair_form(kyy, mask_y, v) - 2 * cross)
         return torch.cat(out).cpu().numpy()
 
     return stat

@@ -26,7 +26,7 @@ import torch
 from pcr.metrics.bootstrap import Statistic, fid_statistic, kid_statistic, weighted_mean
 from pcr.metrics.fid import DEFAULT_KID_SEED, fid_kid_from_features
 from pcr.metrics.image import psnr_per_image, ssim_per_image
-from pcr.metrics.samples import Models, Samples, extract, feature_network_name, load_models
+from pcr.metrics.samples import Models, Samples, extract, feature_network_name, groups_of, load_models
 
 FEATURE_NETWORK_KEY = "feature_network"
 FP32_KEYS = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32")
@@ -76,11 +76,13 @@ def figures(s: Samples) -> tuple[dict[str, float | str], dict[str, float]]:
 
 
 def statistics(s: Samples, device: str | torch.device = "cpu") -> tuple[dict[str, Statistic], dict[str, Statistic]]:
-    """The figures of `figures` (but feature_network and the FP32 row's zeros) as functions of weights."""
+    """The figures of `figures` (but feature_network and the FP32 row's zeros) as functions of weights; KID's
+    U-statistics leave out pairs of one prompt (the bootstrap's clusters, `groups_of`)."""
     q, f, real = s.quant, s.fp32, s.real.get("features")
+    groups = groups_of(s)
     out: dict[str, Statistic] = {
         "fid_fp32": fid_statistic(f["features"], q["features"], device=device),
-        "kid_fp32": kid_statistic(f["features"], q["features"], paired=True, device=device),
+        "kid_fp32": kid_statistic(f["features"], q["features"], paired=True, device=device, groups=groups),
     }
     out.update({k: weighted_mean(q[k]) for k in MEANS})
     row: dict[str, Statistic] = {}
@@ -88,7 +90,7 @@ def statistics(s: Samples, device: str | torch.device = "cpu") -> tuple[dict[str
         side, paired = _real_side(s), bool(s.meta.get("paired_real"))
         for target, feats in ((out, q["features"]), (row, f["features"])):
             target["fid_real"] = fid_statistic(real, feats, x_side=side, device=device)
-            target["kid_real"] = kid_statistic(real, feats, paired=paired, x_side=side, device=device)
+            target["kid_real"] = kid_statistic(real, feats, paired=paired, x_side=side, device=device, groups=groups)
     if "clip_score" in q:
         out["clip_score"] = weighted_mean(q["clip_score"], _clip_at_zero)
         out["clip_score_fp32"] = row["clip_score"] = weighted_mean(f["clip_score"], _clip_at_zero)
