@@ -59,6 +59,7 @@ CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
     ("W8A4 progressive affine", "W8A4 fp32"), ("W8A4 progressive affine", "W8A4 progressive"),
     ("W4A8 progressive affine", "W4A8 fp32"), ("W4A8 progressive affine", "W4A8 progressive"),
     ("W8A4 progressive affine", "W8A4 fp32 mse"), ("W8A4 progressive affine", "W8A4 fp32 bias"),
+    ("W8A4 progressive affine mse", "W8A4 fp32 mse"), ("W8A4 progressive affine mse", "W8A4 progressive mse"),
 )
 CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
 SAMPLES = Path("outputs/samples")
@@ -92,7 +93,8 @@ def objective_rows() -> list[tuple[str, dict[str, object]]]:
         variants = [("affine", {"calibrate.objective": "affine"})]
         if (w, a) == (8, 4):
             variants += [("bias", {"calibrate.objective": "bias"}),
-                         ("mse", {"calibrate.objective": "ranges", "quant.act_observer": "mse"})]
+                         ("mse", {"calibrate.objective": "ranges", "quant.act_observer": "mse"}),
+                         ("affine mse", {"calibrate.objective": "affine", "quant.act_observer": "mse"})]
         for name, v in variants:
             out += [(f"W{w}A{a} {mode} {name}", {**base, **v, "calibrate.mode": mode}) for mode in ("progressive", "fp32")]
     return out
