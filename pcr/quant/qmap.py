@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pcr.errors import StoreError
 
-FORMAT_VERSION = 2  # 2: weights as packed integer codes in state_dict, per-step rows read through the step counter
+FORMAT_VERSION = 3  # 3: layers name their format (int | fp8: E4M3 weight codes, per-step E4M3 activation scales)
+READS = (2, 3)  # 2: weights as packed integer codes in state_dict, per-step rows read through the step counter (int only)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,12 @@ class LayerQuant:
     weight_symmetric: bool
     act_bits: int
     act_symmetric: bool
+    format: str = "int"  # int | fp8 (pcr.quant.float8); version 2 maps have int layers only
+
+    @property
+    def fp8_weights(self) -> bool:
+        """Weights stored as E4M3 codes: 8-bit weights of the fp8 format (fewer bits stay integer codes)."""
+        return self.format == "fp8" and self.weight_bits == 8
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,10 @@ class QuantMap:
         if not isinstance(d, dict):
             raise StoreError("a quantization map is a JSON object")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads {FORMAT_VERSION}")
+        if version not in READS:
+            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads {list(READS)}")
         d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
+        d["format_version"] = FORMAT_VERSION  # read as the current version: a version 2 map is all int
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
