@@ -18,6 +18,11 @@ column-major; the weight is stored [N16, K16] zero-padded (its transpose is the 
 activations are zero-padded along K (code 0 is x_hat = 0). Relaxed steps (bits > 8) run unquantized:
 x times the E4M3 weight in x's float dtype (exact there), chosen per step by torch.cond under compile.
 
+On the CPU torch._scaled_mm exists but is a reference loop (about 25 M multiply-adds/s here, ~1000x below
+a float32 GEMM): there the same E4M3 codes are multiplied by a float32 GEMM (every product exact, the same
+sums up to order), and torch._scaled_mm runs on CUDA or inside `pcr.quant.kernels.common.cuda_routes()`
+(how the tests execute it on the CPU).
+
 Conv2d routes: "1x1" (1x1 kernel, stride 1, no padding, one group: channels-last rows are the GEMM's rows)
 and "im2col" (everything else: x padded, quantized once, windows in NHWC order (kh, kw, C innermost),
 one GEMM per group). Both give a channels_last-strided output with F.conv2d's values.
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcr.quant import float8
-from pcr.quant.kernels.common import at, by_width, pad_to
+from pcr.quant.kernels.common import at, by_width, on_cuda_route, pad_to
 from pcr.quant.kernels.conv import IntConv2dSpec, _pair, _windows
 from pcr.quant.kernels.layers import IntKernelMixin
 from pcr.quant.modules import QConv2d, QLinear, QModuleMixin
@@ -122,8 +127,10 @@ def _mm(a: Tensor, w: Tensor, s_x: Tensor, one: Tensor, quantized: bool) -> Tens
     """[M, K] (float) x w [N16, K16] E4M3 -> [M, N16] float32; quantized: E4M3 activations at scale s_x
     (the product carries s_x), else a relaxed step: a in its own float dtype."""
     if quantized:
-        a8 = float8.quantize(pad_to(a, 1, ALIGN) if a.shape[1] % ALIGN else a, s_x)
-        return torch._scaled_mm(a8, w.t(), scale_a=s_x, scale_b=one, out_dtype=torch.float32)
+        a8 = float8.quantize(pad_to(a, 1, ALIGN), s_x)
+        if on_cuda_route(a):
+            return torch._scaled_mm(a8, w.t(), scale_a=s_x, scale_b=one, out_dtype=torch.float32)
+        return torch.mm(a8.float(), w.float().t()).mul_(s_x)  # the CPU: exact products, float32 sums
     a = pad_to(a, 1, ALIGN)
     return torch.mm(a, w.to(a.dtype).t()).float()
 
