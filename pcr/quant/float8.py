@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from pcr.config import QUANT_FORMATS as FORMATS  # noqa: F401 (re-exported: the names params check)
+from pcr.quant.affine import _expand
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0  # largest finite E4M3 value
@@ -37,14 +38,6 @@ def params_from_range(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     amax = torch.maximum(-lo.float(), hi.float()).clamp_min(0)
     scale = (amax / E4M3_MAX).clamp_min(SCALE_EPS)
     return scale, torch.zeros_like(scale, dtype=torch.int32)
-
-
-def _expand(s: Tensor, x: Tensor, axis: int | None) -> Tensor:
-    if axis is None or s.dim() == 0:
-        return s
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    return s.reshape(shape)
 
 
 def quantize(x: Tensor, scale: Tensor, axis: int | None = None) -> Tensor:

@@ -40,7 +40,7 @@ from torch import Tensor
 from pcr.quant import float8
 from pcr.quant.kernels.common import at, by_width, on_cuda_route, pad_to
 from pcr.quant.kernels.conv import IntConv2dSpec, _pair, _windows
-from pcr.quant.kernels.layers import IntKernelMixin
+from pcr.quant.kernels.layers import IntKernelMixin, format_support
 from pcr.quant.modules import QConv2d, QLinear, QModuleMixin
 from pcr.quant.packing import pack
 
@@ -182,13 +182,9 @@ def fp8_conv2d(x: Tensor, k: Tensor, p: Fp8Params, spec: Fp8Spec, bias: Tensor |
 
 def fp8_support(m: QModuleMixin) -> tuple[bool, str]:
     """(True, "") when the fp8 kernels run layer m as its fake-quantized self, else (False, why)."""
-    a = m.input_quant
-    if not a.enabled:
-        return False, "its activation quantizer is disabled (float inputs)"
-    if a.format != "fp8":
-        return False, f"its activations are {a.format} codes (quant.format={a.format}): run it with kernels={a.format!r}"
-    if type(m) not in FP8_TWINS:
-        return False, f"{type(m).__name__} has no fp8 twin (QLinear and QConv2d only)"
+    ok, why = format_support(m, "fp8", FP8_TWINS)
+    if not ok:
+        return ok, why
     if not m.fp8_weights and m.weight_bits > float8.EXACT_INT_BITS:
         return False, (f"its {m.weight_bits}-bit integer weight codes are not all E4M3 values "
                        f"(fp8 kernels take E4M3 weights or integer codes of at most {float8.EXACT_INT_BITS} bits)")

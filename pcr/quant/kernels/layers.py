@@ -133,15 +133,24 @@ INT_TWINS: dict[type, type] = {QLinear: IntQLinear, QConv2d: IntQConv2d}
 FAKE_TWINS: dict[type, type] = {v: k for k, v in INT_TWINS.items()}
 
 
-def int_support(m: QModuleMixin) -> tuple[bool, str]:
-    """(True, "") when the int path runs layer m exactly, else (False, why)."""
+def format_support(m: QModuleMixin, fmt: str, twins: dict) -> tuple[bool, str]:
+    """What every backend asks first: quantized inputs of its format (quant.format) and a twin class."""
     a = m.input_quant
     if not a.enabled:
         return False, "its activation quantizer is disabled (float inputs)"
-    if a.format != "int":
-        return False, f"its activations are {a.format}: run it with kernels={a.format!r}"
-    if type(m) not in INT_TWINS:
-        return False, f"{type(m).__name__} has no integer twin (QLinear and QConv2d only)"
+    if a.format != fmt:
+        return False, f"its activations are {a.format} codes (quant.format={a.format}): run it with kernels={a.format!r}"
+    if type(m) not in twins:
+        return False, f"{type(m).__name__} has no {fmt} twin (QLinear and QConv2d only)"
+    return True, ""
+
+
+def int_support(m: QModuleMixin) -> tuple[bool, str]:
+    """(True, "") when the int path runs layer m exactly, else (False, why)."""
+    ok, why = format_support(m, "int", INT_TWINS)
+    if not ok:
+        return ok, why
+    a = m.input_quant
     device = str(m.weight_codes.device)
     if isinstance(m, QLinear):
         return int_supported(weight_bits=m.weight_bits, act_bits=a.bits, reduction=m.in_features, kind="linear",
