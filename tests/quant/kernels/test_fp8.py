@@ -175,3 +175,15 @@ def test_fp8_and_int_kernels_each_leave_the_other_format_fake_by_name():
     w6 = _fp8_unet(weight_bits=6)  # W6 integer codes: not exact in E4M3
     summary = use_kernels(w6, "fp8")
     assert summary["fp8"] == 0 and all("6-bit integer weight codes" in why for why in summary["fallback"].values())
+
+
+@torch.no_grad()
+def test_casting_the_fp8_model_keeps_e4m3_codes_and_rederives_its_kernels():
+    unet = _fp8_unet()
+    use_kernels(unet, "fp8")
+    x, cond = unet_inputs()
+    before = unet(x, TIMESTEPS[0], encoder_hidden_states=cond).sample
+    unet.to(torch.float64).to(torch.float32)
+    layer = next(iter(qmodules(unet).values()))
+    assert layer.fp8_weight.dtype == E4M3 and layer.fp8_weight_scale.dtype == torch.float32
+    torch.testing.assert_close(unet(x, TIMESTEPS[0], encoder_hidden_states=cond).sample, before, rtol=0, atol=0)
