@@ -67,7 +67,7 @@ def test_fullgraph_compile_of_the_fp8_unet_runs_a_generation_in_one_graph(tiny_s
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    quantized = _export_fp8(tiny_sd_dir, tmp_path / "quantized", relaxed=())  # relaxed steps' torch.cond: test_fp8.py
+    quantized = _export_fp8(tiny_sd_dir, tmp_path / "quantized", relaxed=())  # relaxed steps: test_fp8_kernels.py
     pipe = pcr.load_pipeline(tiny_sd_dir, quantized, kernels="fp8")
     eager = _images(pipe)
     torch._dynamo.reset()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from kernels_testlib import STEP_BITS, act_state, assert_agrees, fake_inputs, linear_ref, weight_state
-from test_fp8 import STEP_BITS as FP8_STEP_BITS
-from test_fp8 import _act, _weights, _x_hat
+from test_fp8_kernels import STEP_BITS as FP8_STEP_BITS
+from test_fp8_kernels import _act, _weights, _x_hat
 from torch import nn
 
 from pcr.quant.kernels import int_conv2d, int_linear, int_supported, prepare_conv2d, prepare_linear
@@ -108,7 +108,7 @@ def test_fp8_conv2d_through_scaled_mm_on_the_cuda_route(kernel, groups, bits, sp
 @torch.no_grad()
 def test_whole_unet_on_the_cuda_route_agrees_with_fake(kernels, spy):
     from quant_testlib import unet_inputs
-    from test_fp8 import _fp8_unet
+    from test_fp8_kernels import _fp8_unet
     from test_use_kernels import _quantized_unet, assert_close_whole
 
     from pcr.quant import at_step, qmodules
