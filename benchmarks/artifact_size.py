@@ -1,6 +1,6 @@
-"""Size of the exported artifact against the float UNet's safetensors, at W8 and W4.
+"""Size of the exported artifact against the float UNet's safetensors, at W8 and W4 (int) and W8 fp8 (E4M3 weights).
 
-    OMP_NUM_THREADS=1 python benchmarks/artifact_size.py      # prints the table, saves cases.artifact_size in results.json
+    OMP_NUM_THREADS=1 python benchmarks/artifact_size.py [--rows W8fp8]  # the table; saves cases.artifact_size in results.json
 
 - demo: the demo UNet is quantized and exported for real (pcr.quant.save_quantized, T=25 steps, per-step
   ranges set by hand: sizes do not depend on the values); the figure is bytes on disk of the artifact's
@@ -34,8 +34,12 @@ TIMESTEPS = [float(t) for t in range(961, 0, -40)]  # 25 DDIM steps over 1000 (v
 DEMO = ROOT / "data/demo/pipeline/unet"
 
 
-def _quantize(unet, bits: int):
-    qmap = quantize_model(unet, QuantConfig(weight_bits=bits, act_bits=8, weight_observer="minmax"), TIMESTEPS, "DDIMScheduler", STEPS)
+ROWS = {"W8": (8, "int"), "W4": (4, "int"), "W8fp8": (8, "fp8")}  # row suffix: (weight bits, quant.format)
+
+
+def _quantize(unet, bits: int, fmt: str = "int"):
+    qmap = quantize_model(unet, QuantConfig(weight_bits=bits, act_bits=8, weight_observer="minmax", format=fmt), TIMESTEPS,
+                          "DDIMScheduler", STEPS)
     if unet.device.type != "meta":
         for m in qmodules(unet).values():
             for k in range(STEPS):
@@ -54,9 +58,9 @@ def safetensors_bytes(state: dict[str, torch.Tensor]) -> int:
     return 8 + h + (-h) % 8 + offset
 
 
-def demo_row(bits: int) -> dict:
+def demo_row(bits: int, fmt: str = "int") -> dict:
     unet = UNet2DConditionModel.from_pretrained(DEMO).eval()
-    qmap = _quantize(unet, bits)
+    qmap = _quantize(unet, bits, fmt)
     fp32 = (DEMO / "diffusion_pytorch_model.safetensors").stat().st_size
     with tempfile.TemporaryDirectory() as tmp:
         save_quantized(unet, qmap, Path(tmp) / "q")
@@ -65,11 +69,11 @@ def demo_row(bits: int) -> dict:
     return {"fp32_bytes": fp32, "artifact_bytes": total, "ratio_fp32": total / fp32, "ratio_fp16": total / (fp32 / 2), "files": files}
 
 
-def meta_row(config: dict, bits: int) -> dict:
+def meta_row(config: dict, bits: int, fmt: str = "int") -> dict:
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(config)
     fp32 = safetensors_bytes(unet.state_dict())
-    _quantize(unet, bits)
+    _quantize(unet, bits, fmt)
     q = safetensors_bytes(unet.state_dict())
     return {"fp32_bytes": fp32, "artifact_bytes": q, "ratio_fp32": q / fp32, "ratio_fp16": q / (fp32 / 2)}
 
@@ -77,13 +81,15 @@ def meta_row(config: dict, bits: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {list(ROWS)}")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = {}
-    for bits in (8, 4):
-        rows[f"demo_W{bits}"] = demo_row(bits)
-        rows[f"sd14_W{bits}"] = meta_row(SD14_UNET, bits)
-        rows[f"sdxl_W{bits}"] = meta_row(SDXL_UNET, bits)
+    for row in args.rows.split(","):
+        bits, fmt = ROWS[row]
+        rows[f"demo_{row}"] = demo_row(bits, fmt)
+        rows[f"sd14_{row}"] = meta_row(SD14_UNET, bits, fmt)
+        rows[f"sdxl_{row}"] = meta_row(SDXL_UNET, bits, fmt)
     print("| model | weights | artifact | fp32 UNet | artifact / fp32 | artifact / fp16 |\n| --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         model, w = name.split("_")

@@ -125,8 +125,8 @@ def sd_unet(repeats: int) -> dict:
             "summary": summary, "use_kernels_s": prepare_s, "latent": 32, "batch": 2, "steps": len(timesteps)}
 
 
-def demo_artifact(out: Path) -> Path:
-    """The demo UNet quantized W8A8, per-step ranges from one fp32 pipeline call, saved as an artifact."""
+def demo_artifact(out: Path, qcfg: QuantConfig = QCFG) -> Path:
+    """The demo UNet quantized W8A8 (qcfg), per-step ranges from one fp32 pipeline call, saved as an artifact."""
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(DEMO, safety_checker=None, requires_safety_checker=False)
@@ -134,7 +134,7 @@ def demo_artifact(out: Path) -> Path:
     scheduler.set_timesteps(STEPS)
     unet = pipe.unet.eval()
     names = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
-             and n not in QCFG.keep_float]
+             and n not in qcfg.keep_float]
     ranges: dict[str, list] = {n: [] for n in names}
 
     def record(name):
@@ -148,7 +148,7 @@ def demo_artifact(out: Path) -> Path:
              generator=torch.Generator().manual_seed(0))
     for h in handles:
         h.remove()
-    qmap = quantize_model(unet, QCFG, scheduler.timesteps.tolist(), type(scheduler).__name__, STEPS)
+    qmap = quantize_model(unet, qcfg, scheduler.timesteps.tolist(), type(scheduler).__name__, STEPS)
     for name, m in qmodules(unet).items():
         for k, (lo, hi) in enumerate(ranges[name]):
             m.input_quant.set_step(k, lo, hi)

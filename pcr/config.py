@@ -26,6 +26,8 @@ OBSERVER_NAMES = ("minmax", "ema_minmax", "percentile", "mse")
 SCHEDULER_NAMES = ("pndm", "ddim", "euler", "dpm++")
 MIN_BOOTSTRAP = 100
 WEIGHT_METHODS = ("rtn", "adaround")
+QUANT_FORMATS = ("int", "fp8")  # pcr.quant.float8 re-exports them
+FP8_ACT_BITS = 8  # fp8: activations are E4M3, 8 bits
 
 
 def _check_bits(key: str, value: int) -> None:
@@ -126,10 +128,18 @@ class QuantConfig:
     ema_constant: float = 0.01  # c of ema_minmax: ema <- ema + c * (batch value - ema), torch's default
     weight_method: str = "rtn"  # rtn (round to nearest) | adaround (learned rounding, quant.recon)
     recon: ReconConfig = field(default_factory=ReconConfig)
+    format: str = "int"  # int: affine integer codes | fp8: E4M3 activations (per step) and 8-bit weights (per channel)
 
     def __post_init__(self):
         _check_bits("quant.weight_bits", self.weight_bits)
         _check_bits("quant.act_bits", self.act_bits)
+        _choice("quant.format", self.format, QUANT_FORMATS)
+        if self.format == "fp8" and self.act_bits != FP8_ACT_BITS:
+            raise ConfigError(f"quant.act_bits={self.act_bits!r} is not allowed with quant.format=fp8: FP8 (E4M3) "
+                              f"activations are {FP8_ACT_BITS} bits (relaxed steps run unquantized)")
+        if self.format == "fp8" and self.weight_bits == 8 and self.weight_method == "adaround":
+            raise ConfigError("quant.weight_method='adaround' is not allowed with quant.format=fp8 and weight_bits=8: "
+                              "AdaRound learns integer rounding, the 8-bit fp8 weights are E4M3 (use rtn)")
         _choice("quant.weight_observer", self.weight_observer, OBSERVER_NAMES)
         _choice("quant.act_observer", self.act_observer, OBSERVER_NAMES)
         if not 0.0 < self.ema_constant <= 1.0:
@@ -199,11 +209,11 @@ class EvalConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     grid_images: int = 8  # FP32 / quantized pairs shown in grid.png
-    kernels: str = "fake"  # fake (reference) | int (integer kernels, pcr.quant.kernels.use_kernels)
+    kernels: str = "fake"  # fake (reference) | int (integer kernels) | fp8 (E4M3 kernels): pcr.quant.kernels.use_kernels
 
     def __post_init__(self):
         _positive("generate.grid_images", self.grid_images)
-        _choice("generate.kernels", self.kernels, ("fake", "int"))
+        _choice("generate.kernels", self.kernels, ("fake", "int", "fp8"))
 
 
 @dataclass(frozen=True)

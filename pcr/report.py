@@ -60,6 +60,7 @@ CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
     ("W4A8 progressive affine", "W4A8 fp32"), ("W4A8 progressive affine", "W4A8 progressive"),
     ("W8A4 progressive affine", "W8A4 fp32 mse"), ("W8A4 progressive affine", "W8A4 fp32 bias"),
     ("W8A4 progressive affine mse", "W8A4 fp32 mse"), ("W8A4 progressive affine mse", "W8A4 progressive mse"),
+    ("W8A8 progressive fp8", "W8A8 progressive"),
 )
 CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
 SAMPLES = Path("outputs/samples")
@@ -70,16 +71,18 @@ def rows() -> list[tuple[str, dict[str, object]]]:
     out = []
     fixed = {"quant.act_observer": "minmax", "calibrate.objective": "ranges"}  # set by every row (see base)
     for a in (8, 6, 4):
-        base = {"quant.weight_bits": 8, "quant.act_bits": a, "quant.weight_method": "rtn", "relax.fraction": 0.0,
-                "relax.where": "x0", **fixed}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
+        base = {"quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": a, "quant.weight_method": "rtn",
+                "relax.fraction": 0.0, "relax.where": "x0", **fixed}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
         out += [(f"W8A{a} {mode}", {**base, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
-    w8a8 = {"quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive", **fixed}
+    w8a8 = {"quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive", **fixed}
     for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
         out += [(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {**w8a8, "relax.fraction": fraction, "relax.where": w})
                 for w in wheres]
     w4 = {**w8a8, "quant.weight_bits": 4, "relax.fraction": 0.0, "relax.where": "x0"}
     out += [("W4A8 progressive", w4), ("W4A8 fp32", {**w4, "calibrate.mode": "fp32"}),
             ("W4A8 progressive adaround", {**w4, "quant.weight_method": "adaround", "quant.recon.iterations": ADAROUND_ITERATIONS})]
+    out += [("W8A8 progressive fp8", {**w8a8, "quant.format": "fp8", "relax.fraction": 0.0, "relax.where": "x0", **fixed}),
+            ("W4A8 progressive fp8", {**w4, "quant.format": "fp8"})]  # E4M3 activations (W4: integer weights)
     return out + objective_rows()
 
 
@@ -88,8 +91,8 @@ def objective_rows() -> list[tuple[str, dict[str, object]]]:
     calibrate.mode only, so a difference is progressive calibration's and not the objective's."""
     out = []
     for w, a in ((8, 4), (4, 8), (8, 8), (8, 6)):
-        base = {"quant.weight_bits": w, "quant.act_bits": a, "quant.weight_method": "rtn", "relax.fraction": 0.0,
-                "relax.where": "x0", "quant.act_observer": "minmax"}
+        base = {"quant.format": "int", "quant.weight_bits": w, "quant.act_bits": a, "quant.weight_method": "rtn",
+                "relax.fraction": 0.0, "relax.where": "x0", "quant.act_observer": "minmax"}
         variants = [("affine", {"calibrate.objective": "affine"})]
         if (w, a) == (8, 4):
             variants += [("bias", {"calibrate.objective": "bias"}),

@@ -59,6 +59,8 @@ def fp32_stats_reader(traj: zarr.Group, names: list[str], histogram: bool):
 def _write_activations(store: zarr.Group, r: StepResult, qlayers, T: int) -> None:
     for name, x in r.captured.items():
         aq = qlayers[name].input_quant
+        if aq.format != "int":  # the store holds integer codes + scale/zero point: fp8 inputs are not dumped
+            continue
         bits, sym = int(aq.bits[r.k]), aq.symmetric
         codes = quantize(x, aq.scale[r.k], aq.zero_point[r.k], bits, sym).numpy()  # [S, ...]
         codes = codes.astype(np.dtype(str(code_dtype(bits, sym)).removeprefix("torch.")), copy=False)

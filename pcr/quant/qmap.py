@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pcr.errors import StoreError
 
-FORMAT_VERSION = 3  # 3: the output layer's per-step correction (output_correction); 2: integer codes, per-step rows
-READABLE_VERSIONS = (2, 3)  # a version-2 map is a version-3 map without output correction
+FORMAT_VERSION = 3  # 3: layers name their format (int | fp8) and the map may name a corrected output layer
+READS = (2, 3)  # 2: int layers, no output correction (read as version 3)
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,12 @@ class LayerQuant:
     weight_symmetric: bool
     act_bits: int
     act_symmetric: bool
+    format: str = "int"  # int | fp8 (pcr.quant.float8); version 2 maps have int layers only
+
+    @property
+    def fp8_weights(self) -> bool:
+        """Weights stored as E4M3 codes: 8-bit weights of the fp8 format (fewer bits stay integer codes)."""
+        return self.format == "fp8" and self.weight_bits == 8
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,11 @@ class QuantMap:
         if not isinstance(d, dict):
             raise StoreError("a quantization map is a JSON object")
         version = d.get("format_version")
-        if version not in READABLE_VERSIONS:
-            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads "
-                             f"{list(READABLE_VERSIONS)}")
+        if version not in READS:
+            raise StoreError(f"quantization map format_version={version!r} is not supported: this pcr reads {list(READS)}")
         try:
             d["layers"] = {k: LayerQuant(**v) for k, v in d["layers"].items()}
-            return cls(**{**d, "format_version": FORMAT_VERSION})
+            return cls(**{**d, "format_version": FORMAT_VERSION})  # read as the current version
         except TypeError as e:
             raise StoreError(f"quantization map does not fit format_version={version}: {e}") from None
 

@@ -14,9 +14,8 @@ from torch import Tensor, nn
 
 from pcr.errors import ConfigError, StoreError
 from pcr.models.layers import candidate_layers, match_layers
-from pcr.quant.affine import params_from_range
 from pcr.quant.correction import OUTPUT_LAYER, StepAffineConv2d
-from pcr.quant.modules import QMODULES, QModuleMixin
+from pcr.quant.modules import QMODULES, QModuleMixin, act_params
 from pcr.quant.observers import Observer, get_observer
 from pcr.quant.qmap import FORMAT_VERSION, LayerQuant, QuantMap  # noqa: F401 (re-exported)
 from pcr.quant.step import attach_step_counter
@@ -63,7 +62,7 @@ def apply_quant_map(model: nn.Module, qmap: QuantMap, observer: Observer | None 
             raise StoreError(f"layer {name!r} is {type(float_layer).__name__}, the quantization map expects the float twin of {spec.kind}")
         q = qcls.from_module(float_layer, num_steps=qmap.num_steps, weight_bits=spec.weight_bits, act_bits=spec.act_bits,
                              weight_symmetric=spec.weight_symmetric, act_symmetric=spec.act_symmetric,
-                             observer=observer, counter=counter)
+                             observer=observer, counter=counter, fmt=spec.format)
         _swap(model, name, q)
         out[name] = q
     if qmap.output_correction is not None:
@@ -88,7 +87,7 @@ def quantize_model(model: nn.Module, cfg, timesteps: Tensor | list[float], sched
     names = select_layers(model, cfg.include, cfg.exclude, cfg.keep_float)
     layers = {
         n: LayerQuant(QMODULES[type(model.get_submodule(n))].__name__, cfg.weight_bits, cfg.weight_symmetric,
-                      cfg.act_bits, cfg.act_symmetric)
+                      cfg.act_bits, cfg.act_symmetric, cfg.format)
         for n in names
     }
     if output_correction and OUTPUT_LAYER in names:
@@ -104,17 +103,17 @@ def set_activation_step(qlayers: dict[str, QModuleMixin], observer: Observer, st
                         bits: int) -> None:
     """Step k's activation parameters of every layer at `bits`, from that step's statistics (the observer's range).
 
-    (scale, zero point) of all layers come from one vectorised `params_from_range` over [L] ranges per
-    symmetry, not one small computation per layer: calibration sets every step twice.
+    (scale, zero point) of all layers come from one vectorised `act_params` over [L] ranges per
+    format and symmetry, not one small computation per layer: calibration sets every step twice.
     """
-    by_sym: dict[bool, list[str]] = {}
+    by_kind: dict[tuple[str, bool], list[str]] = {}
     for name, q in qlayers.items():
-        by_sym.setdefault(q.input_quant.symmetric, []).append(name)
-    for symmetric, names in by_sym.items():
+        by_kind.setdefault((q.input_quant.format, q.input_quant.symmetric), []).append(name)
+    for (fmt, symmetric), names in by_kind.items():
         ranges = [observer.activation_range(stats[n], bits, symmetric) for n in names]
         lo = torch.stack([r[0].reshape(()) for r in ranges])  # [L]
         hi = torch.stack([r[1].reshape(()) for r in ranges])  # [L]
-        scale, zero_point = params_from_range(lo, hi, bits, symmetric)
+        scale, zero_point = act_params(lo, hi, bits, symmetric, fmt)
         for i, n in enumerate(names):
             qlayers[n].input_quant.set_step_params(k, scale[i], zero_point[i], bits)
 

@@ -41,7 +41,8 @@ CAPTURE_SAMPLES = 8  # samples per UNet call while capturing (16 rows with CFG)
 def settings(params: Params) -> dict:
     """The params the weights depend on (exactly the keys dvc.yaml lists for the stage)."""
     q = params.quant
-    out = {k: getattr(q, k) for k in ("weight_bits", "weight_symmetric", "weight_observer", "weight_method", "include", "exclude", "keep_float")}
+    out = {k: getattr(q, k) for k in ("format", "weight_bits", "weight_symmetric", "weight_observer", "weight_method", "include",
+                                      "exclude", "keep_float")}
     if q.weight_method == "adaround":
         out["recon"] = asdict(q.recon)
     return json.loads(json.dumps(out))
@@ -62,7 +63,7 @@ def weights(params: Params, trajectories: str | Path, out: str | Path, losses: s
     meta = settings(params)
     Path(losses).parent.mkdir(parents=True, exist_ok=True)
     if q.weight_method == "rtn":
-        codes = {n: rtn(unet.get_submodule(n).weight, q.weight_bits, q.weight_symmetric, q.weight_observer) for n in names}
+        codes = {n: rtn(unet.get_submodule(n).weight, q.weight_bits, q.weight_symmetric, q.weight_observer, q.format) for n in names}
         save_weights(out, codes, "rtn", meta)
         _write_csv(losses, [])
         return

@@ -88,3 +88,23 @@ def test_dvc_lists_exactly_the_quant_keys_the_weights_depend_on(setup):
     keys = {f"quant.{k}" for k in settings(recon) if k != "recon"} | {f"quant.recon.{f.name}" for f in dataclasses.fields(params.quant.recon)}
     assert sorted(keys) == sorted(p for p in listed if p.startswith("quant."))
     assert "quant.act_bits" not in listed and "quant" not in listed
+
+
+def test_fp8_rtn_writes_e4m3_codes_that_calibrate_loads(setup):
+    from pcr.calibrate.run import use_weights
+    from pcr.quant import qmodules, quantize_model
+    from pcr.quant.float8 import E4M3
+
+    params, tmp = setup
+    params = replace(params, quant=replace(params.quant, weight_method="rtn", weight_bits=8, format="fp8"))
+    codes, _ = _run(params, tmp, "fp8")
+    assert read_metadata(tmp / "fp8.safetensors")["settings"]["format"] == "fp8"
+    assert all(w.codes.dtype == E4M3 and w.format == "fp8" and not w.zero_point.any() for w in codes.values())
+    unet = load_pipeline(params.model.path, scheduler="ddim", dtype=torch.float32, device="cpu").unet
+    name = next(iter(codes))
+    w = unet.get_submodule(name).weight.detach()
+    ref = (w / codes[name].scale.reshape(-1, *[1] * (w.dim() - 1))).clamp(-448, 448).to(E4M3)
+    assert torch.equal(codes[name].codes.view(torch.uint8), ref.view(torch.uint8))
+    quantize_model(unet, params.quant, [999.0, 500.0, 1.0])  # the layers the calibrate stage builds take the codes as stored
+    use_weights(qmodules(unet), tmp / "fp8.safetensors")
+    assert torch.equal(unet.get_submodule(name).weight_codes.view(torch.uint8), codes[name].codes.view(torch.uint8))

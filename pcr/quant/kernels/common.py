@@ -22,7 +22,8 @@ torch's fake_quantize (float32 1/s, half-to-even rounding), see pcr/quant/affine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -34,6 +35,25 @@ from pcr.quant.bits import qrange
 NARROW_MAX_BITS = 8  # activation codes that fit int8 after the o_x shift
 WIDE_MAX_BITS = 14  # hi = floor(c / 128) still fits int8
 MAX_REDUCTION = 2**31 // 255**2  # K above this may overflow the int32 accumulator
+CUDA_ROUTES = False  # True: take every branch CUDA takes on the CPU too (tests; see cuda_routes)
+
+
+def on_cuda_route(t: Tensor) -> bool:
+    """Whether the kernels take their CUDA branches for tensor t: on CUDA, or anywhere inside `cuda_routes()`."""
+    return t.is_cuda or CUDA_ROUTES
+
+
+@contextmanager
+def cuda_routes() -> Iterator[None]:
+    """Run the CUDA-only branches on the CPU inside the block (the small-M padding of torch._int_mm, im2col
+    convolutions, tensor-indexed step tables, torch._scaled_mm for fp8): how tests execute them without a GPU.
+    Prepare the layers inside the block too: the conv route is chosen when preparing."""
+    global CUDA_ROUTES
+    before, CUDA_ROUTES = CUDA_ROUTES, True
+    try:
+        yield
+    finally:
+        CUDA_ROUTES = before
 
 
 class ActSteps(NamedTuple):
@@ -75,7 +95,7 @@ def at(t: Tensor, k: Tensor) -> Tensor:
     value and recompiles for every step. Eager on the CPU it is what we want: one select instead of
     four ops (reading k costs no device sync there; 12% of an int call of the demo UNet).
     """
-    if not torch.compiler.is_compiling() and k.device.type == "cpu":
+    if not torch.compiler.is_compiling() and not on_cuda_route(k):
         return t[int(k)]
     return t.index_select(0, k.reshape(1).to(torch.int64)).squeeze(0)
 
@@ -83,7 +103,7 @@ def at(t: Tensor, k: Tensor) -> Tensor:
 def clamp_(t: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """In-place clamp to 0-d tensor bounds. Eager on the CPU with Python numbers: torch's clamp with
     tensor bounds is not vectorised there (about 10x slower); compiled, inductor fuses either."""
-    if not torch.compiler.is_compiling() and lo.device.type == "cpu":
+    if not torch.compiler.is_compiling() and not on_cuda_route(lo):
         return t.clamp_(float(lo), float(hi))
     return t.clamp_(lo, hi)
 
@@ -147,7 +167,7 @@ def int_mm(a: Tensor, w: Tensor) -> Tensor:
     if a.shape[1] != w.shape[1]:
         a = F.pad(a, (0, w.shape[1] - a.shape[1]))
     m = a.shape[0]
-    if a.is_cuda and m <= 16:
+    if on_cuda_route(a) and m <= 16:
         return torch._int_mm(F.pad(a, (0, 0, 0, 17 - m)), w.t())[:m]
     return torch._int_mm(a, w.t())
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pcr.quant.kernels import common
 from pcr.quant.kernels.common import (
     NARROW_MAX_BITS,
     act_steps,
@@ -93,7 +94,7 @@ def prepare_conv2d(weight_codes: Tensor, weight_scale: Tensor, weight_zero_point
     c_out, cg, kh, kw = weight_codes.shape
     g, og, dev = groups, c_out // groups, weight_codes.device
     if route is None:
-        route = "onednn" if dev.type == "cpu" and onednn_available() else "im2col"
+        route = "onednn" if dev.type == "cpu" and onednn_available() and not common.CUDA_ROUTES else "im2col"
     stride, dilation = _pair(stride), _pair(dilation)
     if isinstance(padding, str):  # "valid" / "same" (odd effective kernels: int_supported checks)
         padding = (0, 0) if padding == "valid" else (dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2)

@@ -1,4 +1,4 @@
-"""The kernels phase after convert: `use_kernels(unet, "fake" | "int") -> summary`.
+"""The kernels phase after convert: `use_kernels(unet, "fake" | "int" | "fp8") -> summary`.
 
     unet = load_quantized(path)              # or quantize_model + calibration: QLinear / QConv2d (fake)
     summary = use_kernels(unet, "int")       # {"int": n, "fake": m, "fallback": {layer: reason}}
@@ -10,7 +10,8 @@ tables and zero-point corrections). The stored codes `weight_codes` are then dro
 the int8 weights hold the same integers, so the weights are in memory once. `state_dict` rebuilds
 the codes from them exactly (`_save_to_state_dict`) and stays the artifact format; `load_state_dict`
 re-derives. Layers the kernels cannot run stay fake, by name, with the reason. "fake" turns every
-layer back (codes restored).
+layer back (codes restored). "fp8" does the same for fp8-format layers on E4M3 kernels (kernels/fp8.py:
+derived buffers `fp8_<field>`, summary {"fp8": n, "fake": m, "fallback": ...}).
 
 The derived buffers are a function of the layer's state at this call: run the phase after calibration
 or loading (after `set_step`, run it again). Moving or casting the model recomputes them for the
@@ -29,29 +30,29 @@ from pcr.quant.kernels.support import int_supported
 from pcr.quant.modules import QConv2d, QLinear, QModuleMixin
 from pcr.quant.packing import pack
 
-KERNELS = ("fake", "int")
-PREFIX = "int_"  # derived buffers: int_weight, int_corr, int_act_scale, ...
+KERNELS = ("fake", "int", "fp8")
 
 
 class IntKernelMixin:
     """Derived int-path state of a quantized layer (non-persistent buffers) and the step index."""
 
     params_type: type  # IntLinearParams | IntConv2dParams
+    prefix = "int_"  # derived buffers: int_weight, int_corr, int_act_scale, ... (fp8 kernels: fp8_)
 
     def prepare_int(self) -> None:
         """Derive the int state from the stored codes, then drop the codes (the int8 weights hold them)."""
         params, self.int_spec = self._prepare(QModuleMixin.codes(self))
         for field, t in params._asdict().items():
-            self.register_buffer(PREFIX + field, t, persistent=False)
+            self.register_buffer(self.prefix + field, t, persistent=False)
         self._buffers["weight_codes"] = None
         self._buffers["weight_hat"] = None  # the fake kernel's float weight: not kept beside the int8 one
 
     def drop_int(self) -> None:
         """Restore the stored codes from the int8 weights and remove the int state."""
-        if self._buffers.get("weight_codes") is None and PREFIX + "weight" in self._buffers:
+        if self._buffers.get("weight_codes") is None and self.prefix + "weight" in self._buffers:
             self._buffers["weight_codes"] = self.stored_codes()
         for field in self.params_type._fields:
-            self._buffers.pop(PREFIX + field, None)
+            self._buffers.pop(self.prefix + field, None)
         self.__dict__.pop("int_spec", None)
         self.refresh_weight_hat()
 
@@ -76,7 +77,7 @@ class IntKernelMixin:
         self.prepare_int()
 
     def int_params(self):
-        return self.params_type(*(self._buffers[PREFIX + f] for f in self.params_type._fields))
+        return self.params_type(*(self._buffers[self.prefix + f] for f in self.params_type._fields))
 
     def step(self) -> Tensor:
         """k as the 0-d int64 tensor the kernels read (a view of the UNet's step counter)."""
@@ -132,13 +133,24 @@ INT_TWINS: dict[type, type] = {QLinear: IntQLinear, QConv2d: IntQConv2d}
 FAKE_TWINS: dict[type, type] = {v: k for k, v in INT_TWINS.items()}
 
 
-def int_support(m: QModuleMixin) -> tuple[bool, str]:
-    """(True, "") when the int path runs layer m exactly, else (False, why)."""
+def format_support(m: QModuleMixin, fmt: str, twins: dict) -> tuple[bool, str]:
+    """What every backend asks first: quantized inputs of its format (quant.format) and a twin class."""
     a = m.input_quant
     if not a.enabled:
         return False, "its activation quantizer is disabled (float inputs)"
-    if type(m) not in INT_TWINS:
-        return False, f"{type(m).__name__} has no integer twin (QLinear and QConv2d only)"
+    if a.format != fmt:
+        return False, f"its activations are {a.format} codes (quant.format={a.format}): run it with kernels={a.format!r}"
+    if type(m) not in twins:
+        return False, f"{type(m).__name__} has no {fmt} twin (QLinear and QConv2d only)"
+    return True, ""
+
+
+def int_support(m: QModuleMixin) -> tuple[bool, str]:
+    """(True, "") when the int path runs layer m exactly, else (False, why)."""
+    ok, why = format_support(m, "int", INT_TWINS)
+    if not ok:
+        return ok, why
+    a = m.input_quant
     device = str(m.weight_codes.device)
     if isinstance(m, QLinear):
         return int_supported(weight_bits=m.weight_bits, act_bits=a.bits, reduction=m.in_features, kind="linear",
@@ -150,16 +162,20 @@ def int_support(m: QModuleMixin) -> tuple[bool, str]:
 
 
 def _to_fake(m: QModuleMixin) -> None:
-    if isinstance(m, IntKernelMixin):
+    if isinstance(m, IntKernelMixin):  # int and fp8 twins
         m.drop_int()
-        m.__class__ = FAKE_TWINS[type(m)]
+        m.__class__ = next(c for c in type(m).__mro__ if c in FAKE_TWINS.values())
 
 
 def use_kernels(model: nn.Module, kernels: str) -> dict:
-    """Run every quantized layer of `model` on `kernels` ("fake" | "int"); returns the summary
-    {"int": layers on integer kernels, "fake": the others, "fallback": {layer: why it is not int}}."""
+    """Run every quantized layer of `model` on `kernels` ("fake" | "int" | "fp8"); returns the summary
+    {"int" (or "fp8"): layers on those kernels, "fake": the others, "fallback": {layer: why not}}."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} is not allowed: choose one of {list(KERNELS)}")
+    twins, support = INT_TWINS, int_support
+    if kernels == "fp8":  # imported here: kernels/fp8.py builds on IntKernelMixin
+        from pcr.quant.kernels.fp8 import FP8_TWINS as twins
+        from pcr.quant.kernels.fp8 import fp8_support as support
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QModuleMixin)}
     if not layers:
         raise ValueError("this model has no quantized layers: quantize it or load a quantized artifact first")
@@ -168,18 +184,19 @@ def use_kernels(model: nn.Module, kernels: str) -> dict:
         _to_fake(m)
         if kernels == "fake":
             continue
-        ok, why = int_support(m)
+        ok, why = support(m)
         if not ok:
             fallback[name] = why
             continue
-        m.__class__ = INT_TWINS[type(m)]
+        m.__class__ = twins[type(m)]
         m.prepare_int()
-    n_int = len(layers) - len(fallback) if kernels == "int" else 0
-    return {"int": n_int, "fake": len(layers) - n_int, "fallback": fallback}
+    n_fast = len(layers) - len(fallback) if kernels != "fake" else 0
+    return {"fp8" if kernels == "fp8" else "int": n_fast, "fake": len(layers) - n_fast, "fallback": fallback}
 
 
 def describe(summary: dict, kernels: str) -> str:
     """One line for the load-time log, then one per fallback layer."""
-    lines = [f"kernels={kernels}: {summary['int']} quantized layers on integer kernels, {summary['fake']} fake-quantized"]
+    fast, what = ("fp8", "fp8 (E4M3)") if "fp8" in summary else ("int", "integer")
+    lines = [f"kernels={kernels}: {summary[fast]} quantized layers on {what} kernels, {summary['fake']} fake-quantized"]
     lines += [f"  fake: {name}: {why}" for name, why in summary["fallback"].items()]
     return "\n".join(lines)

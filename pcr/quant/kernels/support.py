@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from pcr.quant.kernels import common
 from pcr.quant.kernels.common import MAX_REDUCTION, WIDE_MAX_BITS
 
 
@@ -35,6 +36,6 @@ def int_supported(*, weight_bits: int, act_bits: Tensor | Sequence[int], reducti
         dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
         if padding == "same" and (dh * (kh - 1) % 2 or dw * (kw - 1) % 2):
             return False, "padding='same' with an even effective kernel pads asymmetrically"
-        if device.startswith("cuda") and groups > 1 and out_channels is not None and (out_channels // groups) % 8:
+        if (device.startswith("cuda") or common.CUDA_ROUTES) and groups > 1 and out_channels is not None and (out_channels // groups) % 8:
             return False, f"CUDA torch._int_mm needs C_out/groups a multiple of 8, got {out_channels // groups}"
     return True, ""
