@@ -197,11 +197,11 @@ class EvalConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     grid_images: int = 8  # FP32 / quantized pairs shown in grid.png
-    kernels: str = "fake"  # fake (reference) | int (integer kernels, pcr.quant.kernels.use_kernels)
+    kernels: str = "fake"  # fake (reference) | int (integer kernels, pcr.quant.kernels.use_kernels) | openvino (CPU)
 
     def __post_init__(self):
         _positive("generate.grid_images", self.grid_images)
-        _choice("generate.kernels", self.kernels, ("fake", "int"))
+        _choice("generate.kernels", self.kernels, ("fake", "int", "openvino"))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from pcr.quant.kernels.support import int_supported
 from pcr.quant.modules import QConv2d, QLinear, QModuleMixin
 from pcr.quant.packing import pack
 
-KERNELS = ("fake", "int")
+KERNELS = ("fake", "int", "openvino")
+WHOLE_UNET = ("openvino",)  # backends that compile the whole UNet from its artifact (pcr/quant/kernels/openvino.py)
 PREFIX = "int_"  # derived buffers: int_weight, int_corr, int_act_scale, ...
 
 
@@ -160,6 +161,8 @@ def use_kernels(model: nn.Module, kernels: str) -> dict:
     {"int": layers on integer kernels, "fake": the others, "fallback": {layer: why it is not int}}."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} is not allowed: choose one of {list(KERNELS)}")
+    if kernels in WHOLE_UNET:
+        raise ValueError(f"kernels={kernels!r} runs the whole UNet from its artifact: pcr.load_pipeline(..., kernels={kernels!r})")
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QModuleMixin)}
     if not layers:
         raise ValueError("this model has no quantized layers: quantize it or load a quantized artifact first")
@@ -180,6 +183,7 @@ def use_kernels(model: nn.Module, kernels: str) -> dict:
 
 def describe(summary: dict, kernels: str) -> str:
     """One line for the load-time log, then one per fallback layer."""
-    lines = [f"kernels={kernels}: {summary['int']} quantized layers on integer kernels, {summary['fake']} fake-quantized"]
+    where = "u8 x i8 in OpenVINO" if kernels == "openvino" else "on integer kernels"
+    lines = [f"kernels={kernels}: {summary['int']} quantized layers {where}, {summary['fake']} fake-quantized"]
     lines += [f"  fake: {name}: {why}" for name, why in summary["fallback"].items()]
     return "\n".join(lines)
