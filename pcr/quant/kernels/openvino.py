@@ -298,13 +298,17 @@ def check_ir(ir: str | Path, digest: str | None) -> dict:
 
 
 class OpenVINOUNet(ModelMixin):
-    """The compiled OpenVINO UNet as `pipe.unet` (a diffusers ModelMixin without parameters): counts steps like
-    the torch UNet (`pcr_step`), same call signature, float32 on the CPU."""
+    """The OpenVINO UNet as `pipe.unet` (a diffusers ModelMixin without parameters): counts steps like the torch
+    UNet (`pcr_step`), same call signature, float32 on the CPU.
 
-    def __init__(self, compiled, meta: dict):
+    The IR has dynamic shapes; it is compiled for the shapes of the call (static shapes run 20% faster on the
+    SD 1.5 UNet), again only when they change (a pipeline keeps them for a whole generation).
+    """
+
+    def __init__(self, core, model, meta: dict, config: dict, where: Path):
         super().__init__()
-
-        self.compiled, self.request, self.meta = compiled, compiled.create_infer_request(), meta
+        self.core, self.model, self.meta, self.ov_config, self.where = core, model, meta, config, where
+        self.compiled = self.request = self.shapes = None
         self.config = FrozenDict(meta["config"])
         self.inputs = meta["inputs"]
         setattr(self, STEP_COUNTER, StepCounter(meta["timesteps"], meta["scheduler"], meta["num_inference_steps"]))
@@ -315,6 +319,7 @@ class OpenVINOUNet(ModelMixin):
 
     @classmethod
     def load(cls, ir: str | Path, threads: int | None = None, precision: str = "f32", digest: str | None = None) -> OpenVINOUNet:
+        """The IR of folder `ir` (refused when it is not the export of the artifact with sha256 `digest`)."""
         ov = require_openvino()
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not allowed: choose one of {list(PRECISIONS)}")
@@ -323,17 +328,28 @@ class OpenVINOUNet(ModelMixin):
         try:
             model = core.read_model(Path(ir) / IR_XML)
         except RuntimeError as e:
-            raise StoreError(f"{Path(ir) / IR_XML}: damaged OpenVINO IR, cannot be read ({str(e).splitlines()[0]}): "
+            raise StoreError(f"{Path(ir) / IR_XML}: damaged OpenVINO IR, cannot be read ({_first_line(e)}): "
                              "delete the folder and export again") from None
+        names = [sorted(p.get_names()) for p in model.inputs]
+        if sorted(n for ns in names for n in ns if n in meta["inputs"]) != sorted(meta["inputs"]):
+            raise StoreError(f"{Path(ir) / IR_XML}: inputs {names} are not the exported {meta['inputs']}: export again")
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        return cls(core, model, meta, config, Path(ir))
+
+    def compile(self, feed: dict) -> None:
+        """Compile for the shapes of `feed` (name -> array) unless the current model has them."""
+        shapes = {n: tuple(v.shape) for n, v in feed.items()}
+        if shapes == self.shapes:
+            return
+        self.model.reshape(shapes)
         try:
-            compiled = core.compile_model(model, "CPU", config)
+            self.compiled = self.core.compile_model(self.model, "CPU", self.ov_config)
         except RuntimeError as e:
-            raise StoreError(f"{Path(ir) / IR_BIN}: damaged OpenVINO IR, cannot be compiled ({str(e).splitlines()[0]}): "
+            raise StoreError(f"{self.where / IR_BIN}: damaged OpenVINO IR, cannot be compiled ({_first_line(e)}): "
                              "delete the folder and export again") from None
-        return cls(compiled, meta)
+        self.request, self.shapes = self.compiled.create_infer_request(), shapes
 
     @property
     def device(self) -> torch.device:
@@ -342,6 +358,11 @@ class OpenVINOUNet(ModelMixin):
     @property
     def dtype(self) -> torch.dtype:
         return torch.float32
+
+    def run(self, feed: dict):
+        """One inference on numpy inputs (name -> array): the output array."""
+        self.compile(feed)
+        return self.request.infer(feed)[self.compiled.outputs[0]]
 
     def forward(self, sample, timestep, encoder_hidden_states=None, timestep_cond=None, cross_attention_kwargs=None,
                 added_cond_kwargs=None, return_dict=True, **unused):
@@ -353,14 +374,19 @@ class OpenVINOUNet(ModelMixin):
                 "step": torch.tensor([k], dtype=torch.long)}
         if "text_embeds" in self.inputs:
             feed |= {"text_embeds": added_cond_kwargs["text_embeds"], "time_ids": added_cond_kwargs["time_ids"]}
-        out = self.request.infer({n: v.detach().float().contiguous().numpy() if v.is_floating_point() else v.numpy()
-                                  for n, v in feed.items()})
-        y = torch.from_numpy(out[self.compiled.outputs[0]].copy()).to(sample.dtype)
+        y = self.run({n: v.detach().cpu().float().contiguous().numpy() if v.is_floating_point() else v.cpu().numpy()
+                      for n, v in feed.items()})
+        y = torch.from_numpy(y.copy()).to(sample.dtype)
         if not return_dict:
             return (y,)
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
         return UNet2DConditionOutput(sample=y)
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def load_openvino_unet(quantized: str | Path, ir: str | Path | None = None, threads: int | None = None,
