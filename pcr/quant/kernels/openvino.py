@@ -228,7 +228,7 @@ def _example_inputs(config: dict, batch: int = 2) -> dict[str, Tensor]:
     if config.get("addition_embed_type") == "text_time":
         pooled = config["projection_class_embeddings_input_dim"] - N_TIME_IDS * config["addition_time_embed_dim"]
         ex["text_embeds"], ex["time_ids"] = torch.randn(batch, pooled), torch.zeros(batch, N_TIME_IDS)
-    elif config.get("addition_embed_type") is not None:
+    elif config.get("addition_embed_type") not in (None, "text"):  # "text": pooled from encoder_hidden_states
         raise StoreError(f"addition_embed_type={config['addition_embed_type']!r}: the OpenVINO export takes SD and SDXL UNets")
     return ex
 
