@@ -9,7 +9,7 @@ quantized layer becomes, with k the step index (a model input, gathered from per
 compiled model serves every step) and u = q - q_min the unsigned b-bit codes:
 
     x' = x (1/s_k) + z_k                        (conv: x zero-padded first, so a padded 0 has code z_k)
-    u  = FakeQuantize(x', [0, 2^b - 1], 2^b levels)        constant range: OpenVINO's low-precision
+    u  = FakeQuantize(min(x', 2^b - 1), [0, 255], 256 levels)   constant range: OpenVINO's low-precision
                                                            transformations make it a u8 tensor
     y' = conv / matmul(u, w' s_w)                          int8 weights w', per-channel scale: u8 x i8
     y  = s_k (y' - s_w d_w S(u)) + (b - s_k z_k R)         R = rowsum of W_hat; (b - s_k z_k R) a [T, C] table
@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -49,6 +50,7 @@ IR_XML, IR_BIN, IR_META = "unet.xml", "unet.bin", "pcr_openvino.json"
 FORMAT = "pcr-openvino-unet"
 FORMAT_VERSION = 1
 INT8_MAX_BITS = 8
+U8_TOP = 255
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
 N_TIME_IDS = 6  # SDXL time ids: original size, crop top-left, target size
 
@@ -124,8 +126,9 @@ class ExportLayer(nn.Module):
         w_hat = (w8.float() - dw.reshape(shape)) * sw.reshape(shape)
         r = w_hat.flatten(1).sum(1)  # [C_out] R
         zu = (z - q_min).float()  # zero point of the unsigned codes u = q - q_min
-        self.levels = int(q_max.max() - q_min.min()) + 1
-        self.top = None if len(set((q_max - q_min).tolist())) == 1 else (q_max - q_min).float()  # per-step clamp
+        top = (q_max - q_min).float()  # largest unsigned code per step: 2^b - 1
+        # one 256-level FakeQuantize (fewer levels are not taken for u8 by OpenVINO); narrower codes clamped before it
+        self.top = None if bool((top == U8_TOP).all()) else float(top[0]) if bool((top == top[0]).all()) else top
         self.register_buffer("zu", zu)
         self.register_buffer("w8", w8)
         self.register_buffer("w_scale", sw)
@@ -153,9 +156,11 @@ class ExportLayer(nn.Module):
             c = torch.minimum(torch.maximum(c, self.lo.index_select(0, k)), self.hi.index_select(0, k))
             return self._op(c * self.scale.index_select(0, k), self.weight, self.bias)
         xu = x * self.inv_scale.index_select(0, k) + self.zu.index_select(0, k)
-        if self.top is not None:
+        if isinstance(self.top, float):
+            xu = xu.clamp(max=self.top)
+        elif self.top is not None:
             xu = torch.minimum(xu, self.top.index_select(0, k))
-        u = torch.fake_quantize_per_tensor_affine(xu, 1.0, 0, 0, self.levels - 1)  # constant range: u8
+        u = torch.fake_quantize_per_tensor_affine(xu, 1.0, 0, 0, U8_TOP)  # constant range [0, 255]: u8
         shape = (-1,) + (1,) * (self.w8.dim() - 1)
         y = self._op(u, self.w8.float() * self.w_scale.reshape(shape))  # i8 weights, per-channel dequantization
         if self.weight_zp:  # window sums of u: s_w d_w S
@@ -253,7 +258,9 @@ def export_openvino(quantized: str | Path, out: str | Path | None = None) -> Pat
     dyn = {"sample": [-1, ex["sample"].shape[1], -1, -1], "timestep": [1],
            "encoder_hidden_states": [-1, -1, ex["encoder_hidden_states"].shape[2]], "step": [1],
            "text_embeds": [-1, ex.get("text_embeds", torch.zeros(0, 0)).shape[-1]], "time_ids": [-1, N_TIME_IDS]}
-    model = ov.convert_model(wrapper, example_input=ex, input=[(n, ov.PartialShape(dyn[n])) for n in ex])
+    with warnings.catch_warnings():  # the tracer's notes on diffusers' shape asserts: shapes are inputs of the IR
+        warnings.simplefilter("ignore")
+        model = ov.convert_model(wrapper, example_input=ex, input=[(n, ov.PartialShape(dyn[n])) for n in ex])
     for port, name in zip(model.inputs, ex, strict=True):
         port.get_tensor().set_names({name})
     model.outputs[0].get_tensor().set_names({"out_sample"})
