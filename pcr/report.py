@@ -62,9 +62,12 @@ def rows() -> list[tuple[str, dict[str, object]]]:
     out = []
     for a in (8, 6, 4):
         base = {"quant.weight_bits": 8, "quant.act_bits": a, "quant.weight_method": "rtn", "relax.fraction": 0.0,
-                "relax.where": "x0"}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
+                "relax.where": "x0", "generate.kernels": "fake"}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
         out += [(f"W8A{a} {mode}", {**base, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
-    w8a8 = {"quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive"}
+    w8a8 = {"quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive",
+            "generate.kernels": "fake"}
+    out.append(("W8A8 progressive (openvino kernels)", {**w8a8, "relax.fraction": 0.0, "relax.where": "x0",
+                                                        "generate.kernels": "openvino"}))  # as a CPU user runs it
     for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
         out += [(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {**w8a8, "relax.fraction": fraction, "relax.where": w})
                 for w in wheres]
