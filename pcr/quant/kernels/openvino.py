@@ -305,7 +305,7 @@ def check_ir(ir: str | Path, digest: str | None) -> dict:
 
 
 class OpenVINOUNet(ModelMixin):
-    """The OpenVINO UNet as `pipe.unet` (a diffusers ModelMixin without parameters): counts steps like the torch
+    """The OpenVINO UNet as `pipe.unet` (a diffusers ModelMixin, one empty parameter): counts steps like the torch
     UNet (`pcr_step`), same call signature, float32 on the CPU.
 
     The IR has dynamic shapes; it is compiled for the shapes of the call (static shapes run 20% faster on the
@@ -316,6 +316,8 @@ class OpenVINOUNet(ModelMixin):
         super().__init__()
         self.core, self.model, self.meta, self.ov_config, self.where = core, model, meta, config, where
         self.compiled = self.request = self.shapes = None
+        # empty, float32 on the CPU: for code that reads a model's device and dtype from its first parameter
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
         self.config = FrozenDict(meta["config"])
         self.inputs = meta["inputs"]
         setattr(self, STEP_COUNTER, StepCounter(meta["timesteps"], meta["scheduler"], meta["num_inference_steps"]))
