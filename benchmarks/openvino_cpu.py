@@ -101,7 +101,8 @@ def runtime_precisions(compiled) -> dict:
 
 
 @torch.no_grad()
-def speed(repeats: int, threads: list[int], tmp: Path) -> dict:
+def speed(repeats: int, threads: list[int], tmp: Path, save=lambda out: None) -> dict:
+    import openvino as ov
     from diffusers import UNet2DConditionModel
 
     from pcr.quant import qmodules, quantize_model, save_quantized
@@ -123,8 +124,15 @@ def speed(repeats: int, threads: list[int], tmp: Path) -> dict:
     calib = [{k: torch.randn(v.shape, generator=g).numpy() if k != "timestep" else np.array([ts], np.float32)
               for k, v in feed.items()} for ts in timesteps[::3]]
     start = time.perf_counter()
-    ov_int8 = nncf_int8(ov_fp32, calib)
-    nncf_s = time.perf_counter() - start
+    saved = tmp / "sd15_nncf_int8.xml"  # --work keeps it: a rerun skips the 5-10 minutes of nncf.quantize
+    if saved.is_file():
+        ov_int8, nncf_s = ov.Core().read_model(saved), json.loads(saved.with_suffix(".json").read_text())["nncf_quantize_s"]
+    else:
+        ov_int8 = nncf_int8(ov_fp32, calib)
+        nncf_s = time.perf_counter() - start
+        ov.save_model(ov_int8, saved, compress_to_fp16=False)
+        saved.with_suffix(".json").write_text(json.dumps({"nncf_quantize_s": nncf_s}))
+        ov_int8 = ov.Core().read_model(saved)  # the quantized model as a user loads it
     print(f"sd_unet: convert {convert_s:.0f} s, nncf.quantize {nncf_s:.0f} s ({len(calib)} samples)", flush=True)
     torch.manual_seed(0)
     q = UNet2DConditionModel(**SD15).eval()
@@ -133,7 +141,8 @@ def speed(repeats: int, threads: list[int], tmp: Path) -> dict:
         for k in range(len(timesteps)):
             m.input_quant.set_step(k, -1 - 3 * torch.rand((), generator=g), 1 + 3 * torch.rand((), generator=g))
     artifact = tmp / "sd15_quantized"
-    save_quantized(q, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta={}), artifact)
+    if not artifact.is_dir():
+        save_quantized(q, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta={}), artifact)
     start = time.perf_counter()
     ir = export_openvino(artifact, tmp / "sd15_openvino")
     export_s = time.perf_counter() - start
@@ -164,7 +173,8 @@ def speed(repeats: int, threads: list[int], tmp: Path) -> dict:
         print("  / nncf_int8:  " + " ".join(f"{k}={v:.3f}" for k, v in vs_nncf.items()), flush=True)
         out["by_threads"][str(n)] = {"ms": ms, "ratio_to_torch_fp32": ratios, "ratio_to_nncf_int8": vs_nncf,
                                      "runtime_precisions": prec, "times_s": times}
-        del pcr_ov, compiled, requests
+        save(out)
+        del pcr_ov, compiled, requests, fns, times  # the lambdas hold the compiled models: free them before the next
         gc.collect()
     return out
 
@@ -237,6 +247,7 @@ def quality(quantized: Path, n_images: int, threads: int) -> dict:
 
     import pcr
     from pcr.metrics.image import psnr_per_image
+    from pcr.quant.kernels.openvino import OpenVINOUNet
     from pcr.quant.qmap import QuantMap
     from pcr.quant.serialize import QUANT_CONFIG
 
@@ -249,9 +260,11 @@ def quality(quantized: Path, n_images: int, threads: int) -> dict:
     fp32.scheduler = fake.scheduler
     steps = fake.unet.pcr_step.num_inference_steps
     ov_pipe = pcr.load_pipeline(DEMO, quantized, kernels="openvino")
+    bf16 = StableDiffusionPipeline(**{**ov_pipe.components, "unet": OpenVINOUNet.load(ov_pipe.unet.where, threads, "bf16")})
     start = time.perf_counter()
     images = {"fp32": generate(fp32, prompts, EVAL_SEED, steps), "pcr_fake": generate(fake, prompts, EVAL_SEED, steps),
-              "pcr_openvino": generate(ov_pipe, prompts, EVAL_SEED, steps)}
+              "pcr_openvino": generate(ov_pipe, prompts, EVAL_SEED, steps),
+              "pcr_openvino_bf16": generate(bf16, prompts, EVAL_SEED, steps)}
     gen_s = time.perf_counter() - start
     start = time.perf_counter()
     calib = calibration_inputs(fp32, first_lines(CALIBRATION_PROMPTS, CALIBRATION_COUNT), CALIBRATION_SEED, steps)
@@ -261,18 +274,20 @@ def quality(quantized: Path, n_images: int, threads: int) -> dict:
     nncf_unet = OVFloatUNet(compile_ov(int8, threads, "f32"), fp32.unet.config)
     images["nncf_int8"] = generate(StableDiffusionPipeline(**{**fp32.components, "unet": nncf_unet}), prompts, EVAL_SEED, steps)
     psnr = {k: psnr_per_image(v, images["fp32"]) for k, v in images.items() if k != "fp32"}
-    agree = psnr_per_image(images["pcr_openvino"], images["pcr_fake"])
+    agree = {k: psnr_per_image(images[k], images["pcr_fake"]) for k in ("pcr_openvino", "pcr_openvino_bf16")}
     out = {"quantized": str(quantized), "schedule_bits": sorted(set(schedule.get("bits", []))),
            "weight_bits": sorted({s.weight_bits for s in qmap.layers.values()}), "images": len(prompts), "steps": steps,
            "generate_s": gen_s, "nncf_s": nncf_s, "nncf_calibration_samples": len(calib),
            "psnr_to_fp32": {k: {"mean": float(v.mean()), "worst": float(v.min())} for k, v in psnr.items()},
-           "openvino_vs_fake_psnr": {"mean": float(agree.mean()), "worst": float(agree.min()),
-                                     "identical_images": int((agree >= 100).sum())},
+           "openvino_vs_fake_psnr": {"mean": float(agree["pcr_openvino"].mean()), "worst": float(agree["pcr_openvino"].min())},
+           "openvino_bf16_vs_fake_psnr": {"mean": float(agree["pcr_openvino_bf16"].mean()),
+                                          "worst": float(agree["pcr_openvino_bf16"].min())},
            "pcr_openvino_minus_nncf_int8": paired(psnr["pcr_openvino"], psnr["nncf_int8"]),
            "pcr_fake_minus_nncf_int8": paired(psnr["pcr_fake"], psnr["nncf_int8"]),
            "runtime_precisions": {"pcr_openvino": runtime_precisions(ov_pipe.unet.compiled),
                                   "nncf_int8": runtime_precisions(nncf_unet.compiled)}}
-    print(json.dumps({k: out[k] for k in ("psnr_to_fp32", "openvino_vs_fake_psnr", "pcr_openvino_minus_nncf_int8")}, indent=1))
+    print(json.dumps({k: out[k] for k in ("psnr_to_fp32", "openvino_vs_fake_psnr", "openvino_bf16_vs_fake_psnr",
+                                          "pcr_openvino_minus_nncf_int8")}))
     return out
 
 
@@ -284,18 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quantized", type=Path, default=ROOT / "outputs/quantized", help="pcr's W8A8 progressive demo artifact")
     ap.add_argument("--images", type=int, default=64, help="demo images (eval prompts) for quality")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/openvino_cpu.json")
+    ap.add_argument("--work", type=Path, default=None, help="keep the SD artifact, its IR and the NNCF model here (reruns reuse them)")
     args = ap.parse_args(argv)
     torch.set_flush_denormal(True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["command"] = "python benchmarks/openvino_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["machine"], results["at"] = machine(1), time.strftime("%Y-%m-%d %H:%M:%S")
+    def save(key, value):
+        results[key] = value
+        args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         if args.only in (None, "quality"):
-            results["quality"] = quality(args.quantized, args.images, 1)
-            args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+            save("quality", quality(args.quantized, args.images, 1))
         if args.only in (None, "speed"):
-            results["speed"] = speed(args.repeats, args.threads, Path(tmp))
-    args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+            save("speed", speed(args.repeats, args.threads, work, lambda out: save("speed", out)))
     return 0
 
 
