@@ -23,6 +23,7 @@ quality: the demo pipeline (data/demo/pipeline), the first --images eval prompts
     UNet inputs of the FP32 pipeline over data/prompts/calibration.txt (the first 32 prompts, collect's seeds),
     run on OpenVINO f32. Per image PSNR to the FP32 images; the paired difference with a 95% BCa bootstrap
     interval (pcr.metrics.bootstrap, the intervals score reports); agreement of openvino with fake (mean, worst).
+w4a8: a W4A8 demo artifact (4-bit weights, fp32 min/max per-step ranges) on openvino against fake (--images / 2).
 Writes everything into --out (JSON).
 """
 
@@ -34,6 +35,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -291,11 +293,33 @@ def quality(quantized: Path, n_images: int, threads: int) -> dict:
     return out
 
 
+@torch.no_grad()
+def w4a8(n_images: int) -> dict:
+    """W4A8 deploys: the demo UNet with 4-bit weights (per-step fp32 min/max ranges, int_pipeline.py's demo
+    artifact) on kernels openvino against fake, per image PSNR."""
+    import int_pipeline
+
+    import pcr
+    from pcr.metrics.image import psnr_per_image
+
+    torch.set_num_threads(1)
+    int_pipeline.QCFG = replace(QCFG, weight_bits=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = int_pipeline.demo_artifact(Path(tmp) / "w4a8")
+        fake = pcr.load_pipeline(DEMO, artifact)
+        ov_pipe = pcr.load_pipeline(DEMO, artifact, kernels="openvino", openvino_dir=Path(tmp) / "ir")
+        steps, prompts = fake.unet.pcr_step.num_inference_steps, first_lines(EVAL_PROMPTS, n_images)
+        agree = psnr_per_image(generate(ov_pipe, prompts, EVAL_SEED, steps), generate(fake, prompts, EVAL_SEED, steps))
+        summary = ov_pipe.unet.pcr_kernels
+    return {"openvino_vs_fake_psnr": {"mean": float(agree.mean()), "worst": float(agree.min())}, "images": len(agree),
+            "layers_int8": summary["int"], "layers_fake": summary["fake"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--only", choices=["speed", "quality"], default=None)
+    ap.add_argument("--only", choices=["speed", "quality", "w4a8"], default=None)
     ap.add_argument("--quantized", type=Path, default=ROOT / "outputs/quantized", help="pcr's W8A8 progressive demo artifact")
     ap.add_argument("--images", type=int, default=64, help="demo images (eval prompts) for quality")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/openvino_cpu.json")
@@ -314,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         if args.only in (None, "quality"):
             save("quality", quality(args.quantized, args.images, 1))
+        if args.only in (None, "w4a8"):
+            save("w4a8", w4a8(args.images // 2))
         if args.only in (None, "speed"):
             save("speed", speed(args.repeats, args.threads, work, lambda out: save("speed", out)))
     return 0
