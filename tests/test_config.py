@@ -20,7 +20,7 @@ def test_repo_params_yaml_is_valid():
     ({"relax": {"fraction": 2}}, r"relax.fraction=2.0 is not allowed"),
     ({"model": {"scheduler": "ddpm"}}, r"model.scheduler='ddpm' is not allowed: choose one of \['ddim', 'dpm\+\+', 'euler', 'pndm'\]"),
     ({"model": {"dtype": "int8"}}, r"model.dtype='int8' is not allowed"),
-    ({"generate": {"kernels": "int8"}}, r"generate.kernels='int8' is not allowed: choose one of \['fake', 'int'\]"),
+    ({"generate": {"kernels": "int8"}}, r"generate.kernels='int8' is not allowed: choose one of \['fake', 'int', 'openvino'\]"),
     ({"extra": {}}, r"params section 'extra' is unknown"),
     ({"calibrate": {"num_prompts": 8}}, r"calibrate.num_prompts is no longer a key: .*see the same ones: set collect.num_prompts"),
     ({"quant": {"ema_constant": 0}}, r"quant.ema_constant=0.0 is not allowed: use a number in \(0, 1\]"),
