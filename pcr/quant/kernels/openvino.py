@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -217,8 +218,7 @@ def artifact_hash(quantized: str | Path) -> str:
 
 
 def default_ir_dir(digest: str) -> Path:
-    import os
-
+    """$PCR_CACHE (default $XDG_CACHE_HOME/pcr, ~/.cache/pcr) / openvino / the artifact's hash."""
     root = Path(os.environ.get("PCR_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pcr"))
     return root / "openvino" / digest[:16]
 
@@ -250,6 +250,8 @@ def export_openvino(quantized: str | Path, out: str | Path | None = None) -> Pat
     if (out / IR_META).is_file():
         check_ir(out, digest)
         return out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise StoreError(f"{out} exists and is not a pcr OpenVINO export: give a new or empty folder for the IR")
     unet = load_quantized(quantized)
     counter = step_counter(unet)
     config = dict(unet.config)

@@ -163,6 +163,11 @@ def test_ir_of_another_artifact_or_damaged_is_refused(exported, tiny_sd_dir, tmp
         pov.OpenVINOUNet.load(damaged)
     with pytest.raises(StoreError, match="not a pcr quantized-model folder"):
         pov.export_openvino(tmp_path / "nothing", tmp_path / "ir2")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(StoreError, match="exists and is not a pcr OpenVINO export"):  # never written over
+        pov.export_openvino(quantized, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
 
 
 def test_missing_openvino_names_the_extra(monkeypatch):
