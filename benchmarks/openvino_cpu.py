@@ -24,6 +24,7 @@ quality: the demo pipeline (data/demo/pipeline), the first --images eval prompts
     run on OpenVINO f32. Per image PSNR to the FP32 images; the paired difference with a 95% BCa bootstrap
     interval (pcr.metrics.bootstrap, the intervals score reports); agreement of openvino with fake (mean, worst).
 w4a8: a W4A8 demo artifact (4-bit weights, fp32 min/max per-step ranges) on openvino against fake (--images / 2).
+ab (--only ab, after a speed run with --work): the cost of asymmetric weights' window sums, one thread.
 Writes everything into --out (JSON).
 """
 
@@ -294,6 +295,52 @@ def quality(quantized: Path, n_images: int, threads: int) -> dict:
 
 
 @torch.no_grad()
+def weight_zero_point_ab(repeats: int, work: Path) -> dict:
+    """One thread: pcr openvino with params.yaml's asymmetric weights (window sums) against the same UNet with
+    symmetric weights (no correction), f32 and bf16 float parts, against the NNCF model of `speed` (needs --work)."""
+    import openvino as ov
+    from diffusers import UNet2DConditionModel
+
+    from pcr.quant import qmodules, quantize_model, save_quantized
+    from pcr.quant.kernels.openvino import OpenVINOUNet, export_openvino
+    from pcr.quant.qmap import QuantMap
+
+    torch.set_num_threads(1)
+    if not (work / "sd15_nncf_int8.xml").is_file() or not (work / "sd15_openvino").is_dir():
+        raise SystemExit(f"--only ab reuses the models of a speed run kept in --work; {work} has none")
+    timesteps = [float(t) for t in range(960, -1, -40)]
+    artifact = work / "sd15_symmetric"
+    if not artifact.is_dir():
+        torch.manual_seed(0)
+        q = UNet2DConditionModel(**SD15).eval()
+        qmap = quantize_model(q, replace(QCFG, weight_symmetric=True), timesteps)
+        g = torch.Generator().manual_seed(0)  # speed's ranges: the same generator order
+        for m in qmodules(q).values():
+            for k in range(len(timesteps)):
+                m.input_quant.set_step(k, -1 - 3 * torch.rand((), generator=g), 1 + 3 * torch.rand((), generator=g))
+        save_quantized(q, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta={}), artifact)
+        del q
+    symmetric = export_openvino(artifact, work / "sd15_symmetric_openvino")
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(2, 4, 32, 32, generator=g), torch.randn(2, 77, SD15["cross_attention_dim"], generator=g)
+    feed = {"sample": x.numpy(), "timestep": np.array([960.0], np.float32), "encoder_hidden_states": c.numpy()}
+    step_feed = {**feed, "step": np.zeros(1, dtype=np.int64)}
+    unets = {f"{w}_{p}": OpenVINOUNet.load(ir, 1, p) for w, ir in (("asymmetric", work / "sd15_openvino"), ("symmetric", symmetric))
+             for p in ("f32", "bf16")}
+    request = compile_ov(ov.Core().read_model(work / "sd15_nncf_int8.xml"), 1, None,
+                         {k: v.shape for k, v in feed.items()}).create_infer_request()
+    fns = {"nncf_int8": lambda: request.infer(feed), **{k: (lambda u=u: u.run(step_feed)) for k, u in unets.items()}}
+    for fn in fns.values():
+        fn()
+    times = interleave(fns, repeats)
+    out = {"ms": {k: 1e3 * median(v) for k, v in times.items()},
+           "ratio_to_nncf_int8": {k: paired_ratio(v, times["nncf_int8"]) for k, v in times.items() if k != "nncf_int8"},
+           "times_s": times}
+    print(json.dumps({k: out[k] for k in ("ms", "ratio_to_nncf_int8")}))
+    return out
+
+
+@torch.no_grad()
 def w4a8(n_images: int) -> dict:
     """W4A8 deploys: the demo UNet with 4-bit weights (per-step fp32 min/max ranges, int_pipeline.py's demo
     artifact) on kernels openvino against fake, per image PSNR."""
@@ -319,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--only", choices=["speed", "quality", "w4a8"], default=None)
+    ap.add_argument("--only", choices=["speed", "quality", "w4a8", "ab"], default=None)
     ap.add_argument("--quantized", type=Path, default=ROOT / "outputs/quantized", help="pcr's W8A8 progressive demo artifact")
     ap.add_argument("--images", type=int, default=64, help="demo images (eval prompts) for quality")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/openvino_cpu.json")
@@ -327,10 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_flush_denormal(True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results["command"] = "python benchmarks/openvino_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    results["machine"], results["at"] = machine(1), time.strftime("%Y-%m-%d %H:%M:%S")
-    def save(key, value):
-        results[key] = value
+    command = "python benchmarks/openvino_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    def save(key, value):  # each section records the command and time that made it (--only reruns one)
+        results[key] = {**value, "command": command, "at": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(1)}
         args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -342,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             save("w4a8", w4a8(args.images // 2))
         if args.only in (None, "speed"):
             save("speed", speed(args.repeats, args.threads, work, lambda out: save("speed", out)))
+        if args.only == "ab":
+            save("weight_zero_point_ab", weight_zero_point_ab(args.repeats, work))
     return 0
 
 
