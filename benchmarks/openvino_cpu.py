@@ -2,8 +2,8 @@
 """The CPU route (issue 22): pcr's W8A8 UNet on OpenVINO against torch, OpenVINO's own FP32 / bf16 / NNCF int8.
 
     pip install -e '.[bench-openvino]'
-    python benchmarks/openvino_cpu.py [--repeats 3] [--threads 1 2] [--only speed|quality] [--quantized outputs/quantized]
-                                      [--out benchmarks/openvino_cpu.json]
+    python benchmarks/openvino_cpu.py [--repeats 3] [--threads 1 2] [--only speed|quality|w4a8|ab] [--work DIR]
+                                      [--quantized outputs/quantized] [--images 64] [--out benchmarks/openvino_cpu.json]
 
 speed: the SD 1.5-config UNet2DConditionModel with random weights (seed 0), one forward at 32x32 latents, batch 2,
     timestep 960 (step 0), on one thread and on every core. Routes, timed interleaved (run.py's `interleave`):
@@ -25,7 +25,7 @@ quality: the demo pipeline (data/demo/pipeline), the first --images eval prompts
     interval (pcr.metrics.bootstrap, the intervals score reports); agreement of openvino with fake (mean, worst).
 w4a8: a W4A8 demo artifact (4-bit weights, fp32 min/max per-step ranges) on openvino against fake (--images / 2).
 ab (--only ab, after a speed run with --work): the cost of asymmetric weights' window sums, one thread.
-Writes everything into --out (JSON).
+Writes each section into --out (JSON) with the command that made it, keeping the other sections.
 """
 
 from __future__ import annotations
