@@ -209,11 +209,11 @@ class EvalConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     grid_images: int = 8  # FP32 / quantized pairs shown in grid.png
-    kernels: str = "fake"  # fake (reference) | int (integer kernels) | fp8 (E4M3 kernels): pcr.quant.kernels.use_kernels
+    kernels: str = "fake"  # fake (reference) | int (integer kernels) | fp8 (E4M3 kernels): pcr.quant.kernels.use_kernels | openvino (CPU)
 
     def __post_init__(self):
         _positive("generate.grid_images", self.grid_images)
-        _choice("generate.kernels", self.kernels, ("fake", "int", "fp8"))
+        _choice("generate.kernels", self.kernels, ("fake", "int", "fp8", "openvino"))
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from pcr.config import Params
 from pcr.distributed import process_state
+from pcr.errors import ConfigError
 from pcr.images import load_for_process, write_images
-from pcr.pipeline import load_scheduler
-from pcr.quant.kernels.layers import describe, use_kernels
+from pcr.models.load import resolve_device
+from pcr.pipeline import load_scheduler, load_unet_on
+from pcr.quant.kernels.layers import WHOLE_UNET, describe, use_kernels
 from pcr.quant.qmap import QuantMap
 from pcr.quant.serialize import ARTIFACT_FILES, QUANT_CONFIG, load_quantized
 from pcr.quant.step import check_timesteps
@@ -22,11 +24,15 @@ from pcr.stores import open_store
 
 def generate(params: Params, quantized: str | Path, reference_path: str | Path, out: str | Path, progress: bool = True) -> None:
     reference_store = open_store(reference_path, "reference")
-    unet = load_quantized(quantized)
+    whole = params.generate.kernels in WHOLE_UNET  # the CPU route: the whole UNet compiled from the artifact
+    if whole and resolve_device(params.model.device).type != "cpu":
+        raise ConfigError(f"generate.kernels={params.generate.kernels!r} runs the UNet on the CPU, but model.device="
+                          f"{params.model.device!r} is {resolve_device(params.model.device)}: set model.device: cpu")
+    unet = load_unet_on(params.generate.kernels, quantized) if whole else load_quantized(quantized)
     qmap = QuantMap.load(Path(quantized) / QUANT_CONFIG)
     pipe, sampler = load_for_process(params, unet=unet, scheduler=load_scheduler(quantized))
     check_timesteps(unet, sampler.timesteps, str(quantized), f"model.steps={params.model.steps} gives", "export")
-    kernels = use_kernels(pipe.unet, params.generate.kernels)  # after load_sampler: on the model's device
+    kernels = unet.pcr_kernels if whole else use_kernels(pipe.unet, params.generate.kernels)  # after load_sampler: on the model's device
     if process_state(params.model.device).is_main_process:
         print(describe(kernels, params.generate.kernels))
     schedule = qmap.meta["schedule"]

@@ -69,12 +69,14 @@ ADAROUND_ITERATIONS = 2000  # the official code's (the default of quant.recon.it
 
 def rows() -> list[tuple[str, dict[str, object]]]:
     out = []
-    fixed = {"quant.act_observer": "minmax", "calibrate.objective": "ranges"}  # set by every row (see base)
+    fixed = {"quant.act_observer": "minmax", "calibrate.objective": "ranges", "generate.kernels": "fake"}  # set by every row (see base)
     for a in (8, 6, 4):
         base = {"quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": a, "quant.weight_method": "rtn",
                 "relax.fraction": 0.0, "relax.where": "x0", **fixed}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
         out += [(f"W8A{a} {mode}", {**base, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
     w8a8 = {"quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive", **fixed}
+    out.append(("W8A8 progressive (openvino kernels)", {**w8a8, "relax.fraction": 0.0, "relax.where": "x0",
+                                                        "generate.kernels": "openvino"}))  # as a CPU user runs it
     for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
         out += [(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {**w8a8, "relax.fraction": fraction, "relax.where": w})
                 for w in wheres]
@@ -92,7 +94,7 @@ def objective_rows() -> list[tuple[str, dict[str, object]]]:
     out = []
     for w, a in ((8, 4), (4, 8), (8, 8), (8, 6)):
         base = {"quant.format": "int", "quant.weight_bits": w, "quant.act_bits": a, "quant.weight_method": "rtn",
-                "relax.fraction": 0.0, "relax.where": "x0", "quant.act_observer": "minmax"}
+                "relax.fraction": 0.0, "relax.where": "x0", "quant.act_observer": "minmax", "generate.kernels": "fake"}
         variants = [("affine", {"calibrate.objective": "affine"})]
         if (w, a) == (8, 4):
             variants += [("bias", {"calibrate.objective": "bias"}),

@@ -20,7 +20,7 @@ def test_repo_params_yaml_is_valid():
     ({"relax": {"fraction": 2}}, r"relax.fraction=2.0 is not allowed"),
     ({"model": {"scheduler": "ddpm"}}, r"model.scheduler='ddpm' is not allowed: choose one of \['ddim', 'dpm\+\+', 'euler', 'pndm'\]"),
     ({"model": {"dtype": "int8"}}, r"model.dtype='int8' is not allowed"),
-    ({"generate": {"kernels": "int8"}}, r"generate.kernels='int8' is not allowed: choose one of \['fake', 'fp8', 'int'\]"),
+    ({"generate": {"kernels": "int8"}}, r"generate.kernels='int8' is not allowed: choose one of \['fake', 'fp8', 'int', 'openvino'\]"),
     ({"quant": {"format": "fp16"}}, r"quant.format='fp16' is not allowed: choose one of \['fp8', 'int'\]"),
     ({"quant": {"format": "fp8", "act_bits": 6}}, r"quant.act_bits=6 is not allowed with quant.format=fp8"),
     ({"quant": {"format": "fp8", "weight_method": "adaround"}}, r"weight_method='adaround' is not allowed with quant.format=fp8"),

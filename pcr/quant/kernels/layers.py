@@ -30,7 +30,8 @@ from pcr.quant.kernels.support import int_supported
 from pcr.quant.modules import QConv2d, QLinear, QModuleMixin
 from pcr.quant.packing import pack
 
-KERNELS = ("fake", "int", "fp8")
+KERNELS = ("fake", "int", "fp8", "openvino")
+WHOLE_UNET = ("openvino",)  # backends that compile the whole UNet from its artifact (pcr/quant/kernels/openvino.py)
 
 
 class IntKernelMixin:
@@ -172,6 +173,8 @@ def use_kernels(model: nn.Module, kernels: str) -> dict:
     {"int" (or "fp8"): layers on those kernels, "fake": the others, "fallback": {layer: why not}}."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} is not allowed: choose one of {list(KERNELS)}")
+    if kernels in WHOLE_UNET:
+        raise ValueError(f"kernels={kernels!r} runs the whole UNet from its artifact: pcr.load_pipeline(..., kernels={kernels!r})")
     twins, support = INT_TWINS, int_support
     if kernels == "fp8":  # imported here: kernels/fp8.py builds on IntKernelMixin
         from pcr.quant.kernels.fp8 import FP8_TWINS as twins
@@ -196,7 +199,9 @@ def use_kernels(model: nn.Module, kernels: str) -> dict:
 
 def describe(summary: dict, kernels: str) -> str:
     """One line for the load-time log, then one per fallback layer."""
-    fast, what = ("fp8", "fp8 (E4M3)") if "fp8" in summary else ("int", "integer")
-    lines = [f"kernels={kernels}: {summary[fast]} quantized layers on {what} kernels, {summary['fake']} fake-quantized"]
+    fast, what = ("fp8", "on fp8 (E4M3) kernels") if "fp8" in summary else ("int", "on integer kernels")
+    if kernels == "openvino":
+        what = "u8 x i8 in OpenVINO"
+    lines = [f"kernels={kernels}: {summary[fast]} quantized layers {what}, {summary['fake']} fake-quantized"]
     lines += [f"  fake: {name}: {why}" for name, why in summary["fallback"].items()]
     return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""kernels="openvino": the artifact exported to one OpenVINO model agrees with fake quantization, runs its quantized
+layers u8 x i8 (OpenVINO's executed graph says so), and refuses IR that is not this artifact's."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+from kernels_testlib import act_state
+from torch import nn
+
+import pcr
+from pcr.errors import StoreError
+from pcr.quant import QConv2d, QLinear, qmodules, quantize_model, save_quantized
+from pcr.quant.kernels import openvino as pov
+from pcr.quant.kernels import use_kernels
+from pcr.quant.observers import get_observer
+from pcr.quant.qmap import QuantMap
+from pcr.quant.serialize import load_quantized
+from pcr.quant.step import StepCounter
+
+STEPS = 3
+PROMPTS = ["a red circle", "a blue square"]
+
+
+@pytest.fixture(scope="module")
+def ov():
+    return pytest.importorskip("openvino")
+
+
+class _OneLayer(nn.Module):
+    def __init__(self, layer: pov.ExportLayer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, step):
+        self.layer.step_input.k = step
+        return self.layer(x)
+
+
+def _layer(kind: str, weight_bits: int, weight_symmetric: bool, bits: tuple[int, ...], act_symmetric: bool = False):
+    torch.manual_seed(0)
+    counter = StepCounter([float(t) for t in range(len(bits))])
+    float_layer = nn.Conv2d(8, 16, 3, padding=1, stride=2) if kind == "conv" else nn.Linear(24, 16)
+    cls = QConv2d if kind == "conv" else QLinear
+    q = cls.from_module(float_layer, num_steps=len(bits), weight_bits=weight_bits, act_bits=8, weight_symmetric=weight_symmetric,
+                        act_symmetric=act_symmetric, observer=get_observer("minmax"), counter=counter)
+    scale, zp, b = act_state(bits, act_symmetric)
+    for k in range(len(bits)):
+        q.input_quant.set_step_params(k, scale[k], zp[k], int(b[k]))
+    return q, counter
+
+
+@pytest.mark.parametrize(("kind", "weight_bits", "weight_symmetric", "bits", "int8"), [
+    ("conv", 8, False, (8, 6, 8), True),   # 8-bit asymmetric weights: window sums; 6-bit step: per-step clamp
+    ("conv", 4, False, (8, 8, 8), True),   # W4A8
+    ("linear", 8, False, (8, 8, 8), True),
+    ("linear", 8, True, (6, 6, 6), True),  # symmetric weights, 6-bit activations: a 64-level FakeQuantize
+    ("linear", 8, False, (8, 10, 8), False),  # a relaxed 10-bit step: the layer stays fake (float32)
+])
+def test_export_layer_agrees_with_the_fake_layer_at_every_step(ov, kind, weight_bits, weight_symmetric, bits, int8):
+    q, counter = _layer(kind, weight_bits, weight_symmetric, bits)
+    layer = pov.ExportLayer(q, pov._StepInput())
+    assert layer.int8 is int8 and (int8 or "10-bit activations" in layer.why)
+    x = 2 * torch.randn(2, 8, 10, 10) if kind == "conv" else 2 * torch.randn(2, 5, 24)
+    model = ov.convert_model(_OneLayer(layer).eval(), example_input=(x, torch.zeros(1, dtype=torch.long)))
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    ops = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in ("Convolution", "FullyConnected"):
+            ops[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
+    assert ("u8" in ops.values()) is int8, ops  # the quantized op runs on u8 codes in OpenVINO's executed graph
+    for k in range(len(bits)):
+        with counter.pin(k), torch.no_grad():
+            ref = q(x)
+        y = torch.from_numpy(compiled([x.numpy(), np.array([k])])[0])
+        err = (y - ref).abs()
+        # the same codes up to a rare half-way rounding (OpenVINO's FakeQuantize computes x / 255 * 255): one code
+        # step of one input moves an output by s_x |w| <= 1e-2 of its range; a wrong step or zero point by O(1)
+        assert float(err.max()) <= 2e-2 * float(ref.abs().max()), (k, float(err.max()))
+        assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (k, float(err.mean()))
+
+
+def _export(model_dir, out, bits=None, output_correction=False):
+    """A quantized artifact of the tiny model's UNet (per-step ranges, and output corrections, set by hand),
+    T=STEPS+1 PNDM steps."""
+    from diffusers import PNDMScheduler, UNet2DConditionModel
+
+    from pcr.config import QuantConfig
+
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet").eval()
+    scheduler = PNDMScheduler.from_pretrained(model_dir / "scheduler", skip_prk_steps=True)
+    scheduler.set_timesteps(STEPS)
+    qmap = quantize_model(unet, QuantConfig(weight_bits=8, act_bits=8, weight_observer="minmax"), scheduler.timesteps.tolist(),
+                          type(scheduler).__name__, STEPS, output_correction=output_correction)
+    for m in qmodules(unet).values():
+        for k in range(len(scheduler.timesteps)):
+            m.input_quant.set_step(k, torch.tensor(-3.0 + 0.5 * k), torch.tensor(3.0 - 0.5 * k), bits)
+    t = len(scheduler.timesteps)
+    if output_correction:  # a different gain and shift per step: the IR must read them by the input step
+        for k in range(t):
+            unet.conv_out.set_step(k, torch.full((4,), 1.0 + 0.15 * k), torch.full((4,), 0.05 * k))
+    meta = {"scheduler": dict(scheduler.config), "num_inference_steps": STEPS,
+            "schedule": {"bits": [bits or 8] * t, "average_bits": float(bits or 8), "fraction": 0.0, "where": "x0"}}
+    save_quantized(unet, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers,
+                                  output_correction=qmap.output_correction, meta=meta), out, scheduler)
+    return out
+
+
+def _images(pipe):
+    noise = torch.randn((len(PROMPTS), 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    return np.asarray(pipe(PROMPTS, latents=noise, num_inference_steps=STEPS, guidance_scale=4.0, output_type="np").images)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+@pytest.fixture(scope="module")
+def exported(ov, tiny_sd_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("openvino")
+    quantized = _export(tiny_sd_dir, root / "quantized", output_correction=True)
+    return quantized, pov.export_openvino(quantized, root / "ir")
+
+
+def test_openvino_pipeline_gives_the_fake_images(exported, tiny_sd_dir, capsys):
+    quantized, ir = exported
+    fake = _images(pcr.load_pipeline(tiny_sd_dir, quantized))
+    before = (ir / pov.IR_BIN).stat().st_mtime_ns
+    pipe = pcr.load_pipeline(tiny_sd_dir, quantized, kernels="openvino", openvino_dir=ir)
+    assert (ir / pov.IR_BIN).stat().st_mtime_ns == before  # the IR of this artifact is reused, not exported again
+    assert type(pipe).__name__ == "StableDiffusionPipeline" and isinstance(pipe.unet, pov.OpenVINOUNet)
+    n = len(QuantMap.load(quantized / "quantization.json").layers)
+    assert pipe.unet.pcr_kernels == {"int": n, "fake": 0, "fallback": {}}
+    assert f"kernels=openvino: {n} quantized layers u8 x i8 in OpenVINO" in capsys.readouterr().out
+    images = _images(pipe)
+    assert _psnr(images, fake) >= 45, _psnr(images, fake)
+    assert np.array_equal(_images(pipe), images)  # the step counter starts a new generation
+    with pytest.raises(ValueError, match="T=4 steps of PNDMScheduler.*num_inference_steps=3"):
+        pipe(PROMPTS, num_inference_steps=7, output_type="np")
+
+
+def test_relaxed_steps_stay_fake_by_name(ov, tiny_sd_dir, tmp_path):
+    """Layers with a step above 8 bits stay fake-quantized in float32 inside the model (their agreement: the layer test)."""
+    wrapper = pov.ExportUNet(load_quantized(_export(tiny_sd_dir, tmp_path / "quantized", bits=10)))
+    fallback = wrapper.summary["fallback"]
+    assert wrapper.summary["int"] == 0 and len(fallback) == wrapper.summary["fake"] > 0
+    assert all("10-bit activations" in why for why in fallback.values())
+
+
+def test_ir_of_another_artifact_or_damaged_is_refused(exported, tiny_sd_dir, tmp_path):
+    quantized, ir = exported
+    other = shutil.copytree(quantized, tmp_path / "other")
+    (other / "config.json").write_text((other / "config.json").read_text() + "\n")  # other bytes: another artifact
+    with pytest.raises(StoreError, match="OpenVINO export of another artifact"):
+        pcr.load_pipeline(tiny_sd_dir, other, kernels="openvino", openvino_dir=ir)
+    damaged = shutil.copytree(ir, tmp_path / "damaged")
+    (damaged / pov.IR_XML).write_text((damaged / pov.IR_XML).read_text()[:500])
+    with pytest.raises(StoreError, match="damaged OpenVINO IR"):
+        pov.OpenVINOUNet.load(damaged)
+    (damaged / pov.IR_META).write_text('{"format": "something else"}')
+    with pytest.raises(StoreError, match="format 'something else'.*export again"):
+        pov.OpenVINOUNet.load(damaged)
+    with pytest.raises(StoreError, match="not a pcr quantized-model folder"):
+        pov.export_openvino(tmp_path / "nothing", tmp_path / "ir2")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(StoreError, match="exists and is not a pcr OpenVINO export"):  # never written over
+        pov.export_openvino(quantized, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
+
+
+def test_missing_openvino_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'pcr\[openvino\]'"):
+        pov.require_openvino()
+
+
+def test_use_kernels_sends_openvino_to_load_pipeline():
+    layer = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="kernels='openvino' runs the whole UNet from its artifact"):
+        use_kernels(layer, "openvino")
+
+
+def test_generate_stage_runs_the_openvino_route(exported, tiny_sd_dir, small_params, tmp_path, monkeypatch):
+    import zarr
+
+    from pcr.generate import generate
+    from pcr.images import reference
+
+    quantized, ir = exported
+    monkeypatch.setenv("PCR_CACHE", str(tmp_path / "cache"))  # the IR is looked up in the cache folder of the artifact's hash
+    shutil.copytree(ir, pov.default_ir_dir(pov.artifact_hash(quantized)))  # as an earlier export left it (saves one)
+    params = small_params(tiny_sd_dir, model={"steps": STEPS, "scheduler": "pndm"}, eval={"num_prompts": 2})
+    reference(params, tmp_path / "ref.zarr", progress=False)
+    images = {}
+    for kernels in ("fake", "openvino"):
+        p = small_params(tiny_sd_dir, model={"steps": STEPS, "scheduler": "pndm"}, eval={"num_prompts": 2},
+                         generate={"kernels": kernels})
+        generate(p, quantized, tmp_path / "ref.zarr", tmp_path / f"{kernels}.zarr", progress=False)
+        images[kernels] = zarr.open_group(str(tmp_path / f"{kernels}.zarr"), mode="r")["images/standard"][:]
+    assert [p.name for p in (tmp_path / "cache" / "openvino").iterdir()] == [pov.artifact_hash(quantized)[:16]]
+    assert _psnr(images["openvino"] / 255, images["fake"] / 255) >= 40
