@@ -162,7 +162,7 @@ class StoreConfig:
 @dataclass(frozen=True)
 class CalibrateConfig:
     mode: str = "progressive"  # progressive | fp32 | shared
-    objective: str = "ranges"  # ranges | bias | affine: what each step fits after its ranges (pcr.calibrate.objectives)
+    objective: str = "affine"  # ranges | bias | affine: what each step fits after its ranges (pcr.calibrate.objectives)
     batch_size: int = 16
     store: StoreConfig = field(default_factory=StoreConfig)
 

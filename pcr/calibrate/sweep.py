@@ -104,6 +104,9 @@ class Calibration:
         on the FP32 x_k otherwise) corrects eps_k before the scheduler steps. Captures the first samples'
         (conditional branch) layer inputs."""
         rec.recording, rec.captured = False, {}
+        fit, correction = get_fit(self.objective), None
+        if fit is not None:  # the fit is of the uncorrected output: step k's row back to the identity first
+            self.output.set_step(k, torch.ones_like(self.output.out_gain[k]), torch.zeros_like(self.output.out_shift[k]))
         eps = []
         for i, (b, sched) in enumerate(zip(self.batches, schedulers, strict=True)):
             n_b = b.stop - b.start
@@ -112,7 +115,6 @@ class Calibration:
             eps.append(self.sampler.eps(x[b], k, select(self.cond, b), sched))
         rec.capture_rows = None
         captured = dict(rec.captured)
-        fit, correction = get_fit(self.objective), None
         if fit is not None:
             correction = fit(*self.fit_data(k, x, eps, schedulers, mode))
             self.output.set_step(k, *correction)
@@ -130,10 +132,8 @@ class Calibration:
                        for eps_b, b, sched in zip(eps, self.batches, schedulers, strict=True)]
             return torch.cat([e.cpu() for e in eps]), torch.cat([t.cpu() for t in targets])
         x_k = self.fp32_x(k)  # open loop: the quantized step on FP32's own input, against FP32's output
-        with torch.no_grad():
-            self.output.set_step(k, torch.ones_like(self.output.out_gain[k]), torch.zeros_like(self.output.out_shift[k]))
-            eps_q = [self.sampler.eps(x_k[b], k, select(self.cond, b), copy.deepcopy(sched))
-                     for b, sched in zip(self.batches, schedulers, strict=True)]
+        eps_q = [self.sampler.eps(x_k[b], k, select(self.cond, b), copy.deepcopy(sched))  # step k's row: the identity
+                 for b, sched in zip(self.batches, schedulers, strict=True)]
         return torch.cat([e.cpu() for e in eps_q]), self.fp32_eps(k)
 
     def recorder(self) -> StatsRecorder:
