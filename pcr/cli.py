@@ -172,7 +172,8 @@ def report(
     set_: list[str] = typer.Option([], "--set", "-S", help="extra params overrides for every row, e.g. score.bootstrap=200"),
     out: Path = OUT / "results.md",
     from_json: list[Path] = typer.Option([], help="only format results files written before (several: merged)"),
-    readme: Path = typer.Option(None, help="also write the document between this README's evidence markers"),
+    readme: Path = typer.Option(None, help="also write the document between this README's markers of --block"),
+    block: str = typer.Option("evidence", help="the README block: evidence (the claims table) | objectives (issue 20's study)"),
 ) -> None:
     """Run the evidence table's rows as DVC experiments; write the table, the claims' paired differences and verdicts."""
     from pcr import report as rep
@@ -180,7 +181,7 @@ def report(
     def go() -> None:
         text = rep.from_json(from_json) if from_json else rep.run(out=out, only=tuple(only), extra=tuple(set_))
         if readme is not None:
-            rep.write_readme(readme, text)
+            rep.write_readme(readme, text, block)
         typer.echo(text)
 
     stage.run(go)

@@ -27,7 +27,7 @@ from pathlib import Path
 from pcr.errors import StoreError
 
 PROTOCOL = {"eval.num_prompts": 100, "eval.images_per_prompt": 10}
-README_MARKERS = ("<!-- evidence:start -->", "<!-- evidence:end -->")
+BLOCKS = ("evidence", "objectives")  # README blocks the report writes: <!-- NAME:start --> ... <!-- NAME:end -->
 COLUMNS = (  # (metrics key, header, format)
     ("average_bits", "avg A bits", "{:.2f}"),
     ("fid_fp32", "FID to FP32 ↓", "{:.4f}"),
@@ -211,8 +211,10 @@ def from_json(paths: list[Path]) -> str:
     return document(load_results(paths))
 
 
-def write_readme(readme: Path, text: str) -> None:
-    start, end = README_MARKERS
+def write_readme(readme: Path, text: str, block: str = "evidence") -> None:
+    if block not in BLOCKS:
+        raise StoreError(f"--block {block!r} is not allowed: choose one of {list(BLOCKS)}")
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     body = readme.read_text()
     if body.count(start) != 1 or body.count(end) != 1 or body.index(start) > body.index(end):
         raise StoreError(f"{readme} must hold the markers {start} and {end} once each, in that order")

@@ -67,6 +67,11 @@ def test_document_merges_parts_and_gives_verdicts(tmp_path):
     readme.write_text("intro\n<!-- evidence:start -->\nold\n<!-- evidence:end -->\nrest\n")
     write_readme(readme, "new")
     assert readme.read_text() == "intro\n<!-- evidence:start -->\nnew\n<!-- evidence:end -->\nrest\n"
+    readme.write_text(readme.read_text() + "<!-- objectives:start -->\n<!-- objectives:end -->\n")
+    write_readme(readme, "study", "objectives")  # another block: the evidence block stays
+    assert readme.read_text().endswith("new\n<!-- evidence:end -->\nrest\n<!-- objectives:start -->\nstudy\n<!-- objectives:end -->\n")
+    with pytest.raises(StoreError, match=r"--block 'x' is not allowed: choose one of \['evidence', 'objectives'\]"):
+        write_readme(readme, "new", "x")
     readme.write_text("no markers")
     with pytest.raises(StoreError, match="must hold the markers"):
         write_readme(readme, "new")
