@@ -58,6 +58,7 @@ CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
       ((8, 4, "affine"), (4, 8, "affine"), (8, 8, "affine"), (8, 6, "affine"), (8, 4, "bias"), (8, 4, "mse"))),
     ("W8A4 progressive affine", "W8A4 fp32"), ("W8A4 progressive affine", "W8A4 progressive"),
     ("W4A8 progressive affine", "W4A8 fp32"), ("W4A8 progressive affine", "W4A8 progressive"),
+    ("W8A8 progressive affine", "W8A8 fp32"), ("W8A6 progressive affine", "W8A6 fp32"),
     ("W8A4 progressive affine", "W8A4 fp32 mse"), ("W8A4 progressive affine", "W8A4 fp32 bias"),
     ("W8A4 progressive affine mse", "W8A4 fp32 mse"), ("W8A4 progressive affine mse", "W8A4 progressive mse"),
     ("W8A8 progressive fp8", "W8A8 progressive"),
