@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
@@ -306,6 +307,9 @@ def from_dict(cls: type, data: Any, section: str):
     return cls(**{k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in data.items()})
 
 
+OUTPUT_LAYER = "conv_out"  # pcr.quant.correction.OUTPUT_LAYER (config imports no torch)
+
+
 @dataclass(frozen=True)
 class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -317,6 +321,15 @@ class Params:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        q = self.quant
+        quantized_output = (any(fnmatchcase(OUTPUT_LAYER, p) for p in q.include)
+                            and not any(fnmatchcase(OUTPUT_LAYER, p) for p in (*q.exclude, *q.keep_float)))
+        if self.calibrate.objective != "ranges" and quantized_output:
+            raise ConfigError(f"calibrate.objective={self.calibrate.objective!r} corrects the UNet's output in its float "
+                              f"{OUTPUT_LAYER}, which quant.* quantizes: add {OUTPUT_LAYER} to quant.keep_float or set "
+                              "calibrate.objective: ranges")
 
     @classmethod
     def from_dict(cls, data: dict) -> Params:

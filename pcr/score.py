@@ -84,11 +84,6 @@ def load_judge_hits(path: str) -> Judge:
     return lambda images, prompts: attribute_hits(images, list(prompts), judge)
 
 
-def step_error(traj_path: str | Path, calib_path: str | Path) -> list[dict]:
-    traj, calib = open_store(traj_path, "trajectories"), open_store(calib_path, "calibration")
-    return [{"step": k + 1, "relative_error": float(e)} for k, e in enumerate(latent_drift(traj, calib))]
-
-
 def activation_ranges(traj_path: str | Path, calib_path: str | Path, layers: int = RANGE_LAYERS) -> dict[str, np.ndarray]:
     """layer -> [T, 2] input range (max - min) per step, FP32 trajectory and calibration, of the `layers` layers
     whose calibration ranges depart most from the FP32 ones (largest mean |log ratio|)."""
@@ -150,10 +145,10 @@ def score(params: Params, reference_path: str | Path, generated_path: str | Path
         metrics["kernels_summary"] = gen.attrs["kernels_summary"]
     plots = Path(plots_dir)
     plots.mkdir(parents=True, exist_ok=True)
-    rows = step_error(traj_path, calib_path)
-    (plots / "step_error.csv").write_text("step,relative_error\n" + "".join(f"{r['step']},{r['relative_error']:.6g}\n" for r in rows))
-    metrics["final_step_error"] = rows[-1]["relative_error"]
-    d = drift(traj_path, calib_path)
+    d = drift(traj_path, calib_path)  # its latent drift is the step error: the stores' x is read once
+    latent = d.latent if d is not None else latent_drift(open_store(traj_path, "trajectories"), open_store(calib_path, "calibration"))
+    (plots / "step_error.csv").write_text("step,relative_error\n" + "".join(f"{k + 1},{e:.6g}\n" for k, e in enumerate(latent)))
+    metrics["final_step_error"] = float(latent[-1])
     if d is not None:  # progressive calibrations only: the others observe no x̂
         metrics["drift"] = d.summary()
         (plots / "drift.csv").write_text("step,median_lsb,p90_lsb,clip_median_lsb\n" + "".join(

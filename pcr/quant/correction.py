@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from pcr.quant.modules import keep_scales_float32
 from pcr.quant.step import StepCounter
 
-OUTPUT_LAYER = "conv_out"  # the last layer of diffusers' UNet2DConditionModel: its output is the model output
+OUTPUT_LAYER = "conv_out"  # (pcr.config.OUTPUT_LAYER too) the last layer of diffusers' UNet2DConditionModel: its output is the model output
 
 
 class StepAffineConv2d(nn.Conv2d):

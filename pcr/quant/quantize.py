@@ -91,7 +91,8 @@ def quantize_model(model: nn.Module, cfg, timesteps: Tensor | list[float], sched
         for n in names
     }
     if output_correction and OUTPUT_LAYER in names:
-        raise ConfigError(f"the output correction needs {OUTPUT_LAYER} in float: add it to quant.keep_float or exclude it")
+        raise ConfigError(f"the output correction needs {OUTPUT_LAYER} in float: add it to quant.keep_float or exclude it, "
+                          "or set calibrate.objective: ranges")
     qmap = QuantMap(len(timesteps), cfg.weight_observer, cfg.act_observer, layers,
                     output_correction=OUTPUT_LAYER if output_correction else None)
     apply_quant_map(model, qmap, get_observer(cfg.weight_observer), timesteps, scheduler, num_inference_steps)
