@@ -322,7 +322,9 @@ class Params:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
-    def __post_init__(self):
+    def check_combinations(self) -> None:
+        """Checks across sections, run by the env stage (which reads every key) so a bad combination fails before
+        any stage: not in __post_init__, where every stage would read these keys and DVC would have to list them."""
         q = self.quant
         quantized_output = (any(fnmatchcase(OUTPUT_LAYER, p) for p in q.include)
                             and not any(fnmatchcase(OUTPUT_LAYER, p) for p in (*q.exclude, *q.keep_float)))

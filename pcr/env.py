@@ -54,6 +54,7 @@ def env(params_path: str | Path, out_dir: str | Path) -> None:
     """Validate params, then write versions_<group>.json, prompts_calibration.json, prompts_eval.json and
     relax_calibration.json."""
     params = load_params(params_path)
+    params.check_combinations()
     calibration, sets = calibration_prompts(params), eval_prompt_sets(params)  # read (and checked) before writing
     out = Path(out_dir)
     for group, names in LIBRARIES.items():

@@ -33,19 +33,26 @@ def test_repo_params_yaml_is_valid():
     ({"quant": {"recon": {"b_start": 2, "b_end": 20}}}, r"quant.recon.b_start=2.0, b_end=20.0 are not allowed"),
     ({"quant": {"recon": {"warmup": 1}}}, r"quant.recon.warmup=1.0 is not allowed: use a number in \[0, 1\)"),
     ({"quant": {"recon": {"itrations": 5}}}, r"quant.recon.itrations is not a known key"),
-    ({"quant": {"keep_float": ["conv_in"]}},
-     r"calibrate.objective='affine' corrects the UNet's output in its float conv_out, which quant.\* quantizes: add conv_out"),
-    ({"calibrate": {"objective": "bias"}, "quant": {"keep_float": [], "include": ["conv_*"]}}, r"objective='bias' corrects"),
 ])
 def test_bad_params_name_key_value_and_allowed(data, msg):
     with pytest.raises(ConfigError, match=msg):
         Params.from_dict(data)
 
 
+@pytest.mark.parametrize("data,msg", [
+    ({"quant": {"keep_float": ["conv_in"]}},
+     r"calibrate.objective='affine' corrects the UNet's output in its float conv_out, which quant.\* quantizes: add conv_out"),
+    ({"calibrate": {"objective": "bias"}, "quant": {"keep_float": [], "include": ["conv_*"]}}, r"objective='bias' corrects"),
+])
+def test_an_output_correction_of_a_quantized_output_layer_is_refused(data, msg):
+    with pytest.raises(ConfigError, match=msg):
+        Params.from_dict(data).check_combinations()
+
+
 def test_a_quantized_output_layer_is_fine_with_the_ranges_objective_or_excluded():
-    Params.from_dict({"quant": {"keep_float": ["conv_in"]}, "calibrate": {"objective": "ranges"}})
-    Params.from_dict({"quant": {"keep_float": [], "exclude": ["conv_out"]}})
-    Params.from_dict({"quant": {"keep_float": [], "include": ["down_blocks.*"]}})
+    Params.from_dict({"quant": {"keep_float": ["conv_in"]}, "calibrate": {"objective": "ranges"}}).check_combinations()
+    Params.from_dict({"quant": {"keep_float": [], "exclude": ["conv_out"]}}).check_combinations()
+    Params.from_dict({"quant": {"keep_float": [], "include": ["down_blocks.*"]}}).check_combinations()
 
 
 def test_ints_are_accepted_as_floats_and_lists_become_tuples():
