@@ -173,7 +173,7 @@ def report(
     out: Path = OUT / "results.md",
     from_json: list[Path] = typer.Option([], help="only format results files written before (several: merged)"),
     readme: Path = typer.Option(None, help="also write the document between this README's markers of --block"),
-    block: str = typer.Option("evidence", help="the README block: evidence (the claims table) | objectives (issue 20's study)"),
+    block: str = typer.Option("evidence", help="the README block: evidence (the claims table) | objectives (issue 20's study) | paper (the official preset)"),
 ) -> None:
     """Run the evidence table's rows as DVC experiments; write the table, the claims' paired differences and verdicts."""
     from pcr import report as rep

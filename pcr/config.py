@@ -23,7 +23,7 @@ MIN_BITS, MAX_BITS = 2, 16  # the bitwidths params allow (pcr.quant.bits reads t
 
 # The registries' names, known here without importing torch or diffusers (the relax stage then starts in
 # a fraction of a second); tests/test_config.py checks them against pcr.quant.observers and pcr.models.schedulers.
-OBSERVER_NAMES = ("minmax", "ema_minmax", "percentile", "mse")
+OBSERVER_NAMES = ("minmax", "ema_minmax", "percentile", "mse", "auto")
 SCHEDULER_NAMES = ("pndm", "ddim", "euler", "dpm++")
 MIN_BOOTSTRAP = 100
 WEIGHT_METHODS = ("rtn", "adaround")
@@ -120,7 +120,7 @@ class QuantConfig:
     weight_bits: int = 8
     act_bits: int = 8
     weight_observer: str = "mse"
-    act_observer: str = "minmax"
+    act_observer: str = "auto"  # mse below 8 bits, minmax from 8 (pcr.quant.observers.auto)
     weight_symmetric: bool = False
     act_symmetric: bool = False
     include: tuple[str, ...] = ("*",)

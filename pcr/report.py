@@ -27,7 +27,7 @@ from pathlib import Path
 from pcr.errors import StoreError
 
 PROTOCOL = {"eval.num_prompts": 100, "eval.images_per_prompt": 10}
-BLOCKS = ("evidence", "objectives")  # README blocks the report writes: <!-- NAME:start --> ... <!-- NAME:end -->
+BLOCKS = ("evidence", "objectives", "paper")  # README blocks the report writes: <!-- NAME:start --> ... <!-- NAME:end -->
 COLUMNS = (  # (metrics key, header, format)
     ("average_bits", "avg A bits", "{:.2f}"),
     ("fid_fp32", "FID to FP32 ↓", "{:.4f}"),
@@ -55,55 +55,76 @@ CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
     ("W4A8 progressive adaround", "W4A8 progressive"),
     ("W4A8 progressive", "W4A8 fp32"),
     *((f"W{w}A{a} progressive {o}", f"W{w}A{a} fp32 {o}") for w, a, o in
-      ((8, 4, "affine"), (4, 8, "affine"), (8, 8, "affine"), (8, 6, "affine"), (8, 4, "bias"), (8, 4, "mse"))),
+      ((8, 4, "affine"), (4, 8, "affine"), (8, 8, "affine"), (8, 6, "affine"), (8, 4, "bias"), (8, 4, "mse"),
+       (8, 4, "affine mse"), (8, 6, "mse"), (8, 6, "affine mse"))),
     ("W8A4 progressive affine", "W8A4 fp32"), ("W8A4 progressive affine", "W8A4 progressive"),
     ("W4A8 progressive affine", "W4A8 fp32"), ("W4A8 progressive affine", "W4A8 progressive"),
     ("W8A8 progressive affine", "W8A8 fp32"), ("W8A6 progressive affine", "W8A6 fp32"),
     ("W8A4 progressive affine", "W8A4 fp32 mse"), ("W8A4 progressive affine", "W8A4 fp32 bias"),
     ("W8A4 progressive affine mse", "W8A4 fp32 mse"), ("W8A4 progressive affine mse", "W8A4 progressive mse"),
-    ("W8A8 progressive fp8", "W8A8 progressive"),
+    ("W8A6 progressive affine mse", "W8A6 fp32 mse"), ("W8A6 progressive affine mse", "W8A6 progressive affine"),
+    ("W8A8 progressive fp8", "W8A8 progressive"), ("W4A8 progressive fp8", "W4A8 progressive"),
+    *((f"paper W{w}A{a} T{t} progressive", f"paper W{w}A{a} T{t} fp32") for t in (25, 50) for w, a in ((8, 8), (8, 6), (8, 4), (4, 8))),
 )
 CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
 SAMPLES = Path("outputs/samples")
 ADAROUND_ITERATIONS = 2000  # the official code's (the default of quant.recon.iterations): set so no row inherits another's
 
 
+ROW_BASE = {  # every setting any row changes, so no row inherits the last one's (`dvc exp run -S` leaves it in params.yaml)
+    "model.steps": 25, "quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn",
+    "quant.weight_observer": "mse", "quant.act_observer": "minmax", "quant.ema_constant": 0.01,
+    "calibrate.mode": "progressive", "calibrate.objective": "ranges", "relax.fraction": 0.0, "relax.where": "x0",
+    "generate.kernels": "fake", "quant.recon.iterations": ADAROUND_ITERATIONS,
+}
+PAPER = {"quant.weight_observer": "minmax", "quant.act_observer": "ema_minmax", "quant.ema_constant": 0.01}  # the official preset
+PAPER_SETTINGS = ((8, 8), (8, 6), (8, 4), (4, 8))  # (weight bits, activation bits)
+PAPER_STEPS = (25, 50)
+
+
+def _row(label: str, **settings) -> tuple[str, dict[str, object]]:
+    return label, {**ROW_BASE, **{k.replace("__", "."): v for k, v in settings.items()}}
+
+
 def rows() -> list[tuple[str, dict[str, object]]]:
     out = []
-    fixed = {"quant.act_observer": "minmax", "calibrate.objective": "ranges", "generate.kernels": "fake"}  # set by every row (see base)
     for a in (8, 6, 4):
-        base = {"quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": a, "quant.weight_method": "rtn",
-                "relax.fraction": 0.0, "relax.where": "x0", **fixed}  # every setting a row reads: `dvc exp run -S` leaves the last row's in params.yaml
-        out += [(f"W8A{a} {mode}", {**base, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
-    w8a8 = {"quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn", "calibrate.mode": "progressive", **fixed}
-    out.append(("W8A8 progressive (openvino kernels)", {**w8a8, "relax.fraction": 0.0, "relax.where": "x0",
-                                                        "generate.kernels": "openvino"}))  # as a CPU user runs it
+        out += [_row(f"W8A{a} {mode}", quant__act_bits=a, calibrate__mode=mode) for mode in ("shared", "fp32", "progressive")]
+    out.append(_row("W8A8 progressive (openvino kernels)", generate__kernels="openvino"))  # as a CPU user runs it
     for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
-        out += [(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {**w8a8, "relax.fraction": fraction, "relax.where": w})
+        out += [_row(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", relax__fraction=fraction, relax__where=w)
                 for w in wheres]
-    w4 = {**w8a8, "quant.weight_bits": 4, "relax.fraction": 0.0, "relax.where": "x0"}
-    out += [("W4A8 progressive", w4), ("W4A8 fp32", {**w4, "calibrate.mode": "fp32"}),
-            ("W4A8 progressive adaround", {**w4, "quant.weight_method": "adaround", "quant.recon.iterations": ADAROUND_ITERATIONS})]
-    out += [("W8A8 progressive fp8", {**w8a8, "quant.format": "fp8", "relax.fraction": 0.0, "relax.where": "x0", **fixed}),
-            ("W4A8 progressive fp8", {**w4, "quant.format": "fp8"})]  # E4M3 activations (W4: integer weights)
-    return out + objective_rows()
+    out += [_row("W4A8 progressive", quant__weight_bits=4), _row("W4A8 fp32", quant__weight_bits=4, calibrate__mode="fp32"),
+            _row("W4A8 progressive adaround", quant__weight_bits=4, quant__weight_method="adaround")]
+    out += [_row("W8A8 progressive fp8", quant__format="fp8"),
+            _row("W4A8 progressive fp8", quant__weight_bits=4, quant__format="fp8")]  # E4M3 activations (W4: integer weights)
+    return out + objective_rows() + paper_rows()
 
 
 def objective_rows() -> list[tuple[str, dict[str, object]]]:
     """Issue 20's study: each objective (and MSE range search) in both modes, every row differing from its pair in
-    calibrate.mode only, so a difference is progressive calibration's and not the objective's."""
+    calibrate.mode only, so a difference is progressive calibration's and not the objective's. `quant.act_observer:
+    auto` (the default) is the `mse` rows below 8 activation bits and the min/max rows at 8."""
     out = []
     for w, a in ((8, 4), (4, 8), (8, 8), (8, 6)):
-        base = {"quant.format": "int", "quant.weight_bits": w, "quant.act_bits": a, "quant.weight_method": "rtn",
-                "relax.fraction": 0.0, "relax.where": "x0", "quant.act_observer": "minmax", "generate.kernels": "fake"}
         variants = [("affine", {"calibrate.objective": "affine"})]
-        if (w, a) == (8, 4):
-            variants += [("bias", {"calibrate.objective": "bias"}),
-                         ("mse", {"calibrate.objective": "ranges", "quant.act_observer": "mse"}),
+        if a < 8:
+            variants += [("mse", {"quant.act_observer": "mse"}),
                          ("affine mse", {"calibrate.objective": "affine", "quant.act_observer": "mse"})]
+        if (w, a) == (8, 4):
+            variants.append(("bias", {"calibrate.objective": "bias"}))
         for name, v in variants:
-            out += [(f"W{w}A{a} {mode} {name}", {**base, **v, "calibrate.mode": mode}) for mode in ("progressive", "fp32")]
+            out += [(f"W{w}A{a} {mode} {name}", {**ROW_BASE, "quant.weight_bits": w, "quant.act_bits": a, **v,
+                                                  "calibrate.mode": mode}) for mode in ("progressive", "fp32")]
     return out
+
+
+def paper_rows() -> list[tuple[str, dict[str, object]]]:
+    """The official PCR preset (per-channel min/max weights, moving-average min/max activations, c = 0.01, ranges
+    only), progressive against fp32, at 25 and 50 DDIM steps: the paper's claim in its own configuration."""
+    return [(f"paper W{w}A{a} T{t} {mode}", {**ROW_BASE, **PAPER, "model.steps": t, "quant.weight_bits": w,
+                                              "quant.act_bits": a, "calibrate.mode": mode})
+            for t in PAPER_STEPS for w, a in PAPER_SETTINGS for mode in ("progressive", "fp32")]
 
 
 def _get(metrics: dict, key: str):

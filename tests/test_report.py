@@ -10,8 +10,12 @@ def test_rows_cover_the_issue_table():
     assert {f"W8A8 progressive + relax 20% {w}" for w in ("x0", "xT", "auto")} <= set(table)
     assert {"W4A8 progressive", "W4A8 progressive adaround"} <= set(table)
     assert table["W8A8 progressive + relax 20% xT"]["relax.where"] == "xT"
-    keys = set(table["W8A8 shared"])
-    assert all(set(o) >= keys for o in table.values())  # every row sets what any row changes: rows don't inherit
+    keys = set().union(*table.values())
+    assert all(set(o) == keys for o in table.values())  # every row sets what any row changes: rows don't inherit
+    paper = table["paper W4A8 T50 fp32"]
+    assert (paper["quant.weight_observer"], paper["quant.act_observer"], paper["model.steps"]) == ("minmax", "ema_minmax", 50)
+    assert {k: v for k, v in table["W8A4 fp32 affine mse"].items() if k != "calibrate.mode"} == \
+        {k: v for k, v in table["W8A4 progressive affine mse"].items() if k != "calibrate.mode"}  # pairs differ in the mode only
     assert all(a in table and b in table for a, b in CLAIMS)
 
 
@@ -70,7 +74,7 @@ def test_document_merges_parts_and_gives_verdicts(tmp_path):
     readme.write_text(readme.read_text() + "<!-- objectives:start -->\n<!-- objectives:end -->\n")
     write_readme(readme, "study", "objectives")  # another block: the evidence block stays
     assert readme.read_text().endswith("new\n<!-- evidence:end -->\nrest\n<!-- objectives:start -->\nstudy\n<!-- objectives:end -->\n")
-    with pytest.raises(StoreError, match=r"--block 'x' is not allowed: choose one of \['evidence', 'objectives'\]"):
+    with pytest.raises(StoreError, match=r"--block 'x' is not allowed: choose one of \['evidence', 'objectives', 'paper'\]"):
         write_readme(readme, "new", "x")
     readme.write_text("no markers")
     with pytest.raises(StoreError, match="must hold the markers"):

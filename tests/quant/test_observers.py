@@ -11,9 +11,9 @@ def _stream(seed=0, n=5):
     return [torch.randn(2000, generator=g) * (1 + 0.5 * i) for i in range(n)]
 
 
-def test_registry_lists_the_four_observers():
-    assert set(OBSERVERS) == {"minmax", "ema_minmax", "percentile", "mse"}
-    with pytest.raises(ValueError, match=r"observer 'nope' is unknown: allowed are \['ema_minmax', 'minmax', 'mse', 'percentile'\]"):
+def test_registry_lists_the_five_observers():
+    assert set(OBSERVERS) == {"minmax", "ema_minmax", "percentile", "mse", "auto"}
+    with pytest.raises(ValueError, match=r"observer 'nope' is unknown: allowed are \['auto', 'ema_minmax', 'minmax', 'mse', 'percentile'\]"):
         get_observer("nope")
 
 
@@ -86,3 +86,18 @@ def test_stats_roundtrip_through_tensors():
     for name, o in OBSERVERS.items():
         a, b = o.activation_range(s, 6, False), o.activation_range(t, 6, False)
         assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1]), name
+
+
+@pytest.mark.parametrize("bits", [4, 6, 7, 8, 10])
+def test_auto_searches_below_8_bits_and_keeps_min_max_from_8(bits):
+    s = RunningStats(histogram=True)
+    for b in _stream(5):
+        s.update(torch.cat([b, torch.tensor([40.0])]))  # one outlier: MSE clips it at low bits
+    w = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
+    w[0, 0] = 12.0
+    ref = get_observer("mse" if bits < 8 else "minmax")
+    lo, hi = get_observer("auto").activation_range(s, bits, False)
+    ref_lo, ref_hi = ref.activation_range(s, bits, False)
+    assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi)
+    assert torch.equal(torch.stack(get_observer("auto").weight_range(w, bits, False)), torch.stack(ref.weight_range(w, bits, False)))
+    assert (float(hi) < 40.0) == (bits < 8)  # visible: the outlier is clipped exactly where auto searches

@@ -32,7 +32,7 @@ def test_pattern_matching_nothing_names_the_pattern(unet):
 @pytest.mark.parametrize("key,value,msg", [
     ("weight_bits", 0, r"quant.weight_bits=0 is not allowed: bits must be an integer from 2 to 16"),
     ("act_bits", 17, r"quant.act_bits=17 is not allowed"),
-    ("act_observer", "kmeans", r"quant.act_observer='kmeans' is not allowed: choose one of \['ema_minmax', 'minmax', 'mse', 'percentile'\]"),
+    ("act_observer", "kmeans", r"quant.act_observer='kmeans' is not allowed: choose one of \['auto', 'ema_minmax', 'minmax', 'mse', 'percentile'\]"),
 ])
 def test_bad_config_names_key_value_and_allowed(key, value, msg):
     with pytest.raises(ConfigError, match=msg):

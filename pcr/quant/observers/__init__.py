@@ -47,6 +47,6 @@ def get_observer(name: str) -> Observer:
 
 
 # Registration happens on import of each rule file.
-from pcr.quant.observers import minmax, moving_average, mse, percentile  # noqa: E402,F401
+from pcr.quant.observers import auto, minmax, moving_average, mse, percentile  # noqa: E402,F401
 
 __all__ = ["OBSERVERS", "Observer", "RunningStats", "get_observer", "register_observer"]
