@@ -46,6 +46,11 @@ COLUMNS = (  # (metrics key, header, format)
 )
 
 
+PAPER = {"quant.weight_observer": "minmax", "quant.act_observer": "ema_minmax", "quant.ema_constant": 0.01}  # the official preset
+PAPER_SETTINGS = ((8, 8), (8, 6), (8, 4), (4, 8))  # (weight bits, activation bits)
+PAPER_STEPS = (25, 50)
+
+
 CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
     *((f"W8A{a} progressive", f"W8A{a} {b}") for a in (8, 6, 4) for b in ("fp32", "shared")),
     *(("W8A8 progressive + relax 20% " + w, "W8A8 progressive") for w in ("x0", "xT", "auto")),
@@ -64,7 +69,7 @@ CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
     ("W8A4 progressive affine mse", "W8A4 fp32 mse"), ("W8A4 progressive affine mse", "W8A4 progressive mse"),
     ("W8A6 progressive affine mse", "W8A6 fp32 mse"), ("W8A6 progressive affine mse", "W8A6 progressive affine"),
     ("W8A8 progressive fp8", "W8A8 progressive"), ("W4A8 progressive fp8", "W4A8 progressive"),
-    *((f"paper W{w}A{a} T{t} progressive", f"paper W{w}A{a} T{t} fp32") for t in (25, 50) for w, a in ((8, 8), (8, 6), (8, 4), (4, 8))),
+    *((f"paper W{w}A{a} T{t} progressive", f"paper W{w}A{a} T{t} fp32") for t in PAPER_STEPS for w, a in PAPER_SETTINGS),
 )
 CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
 SAMPLES = Path("outputs/samples")
@@ -77,27 +82,24 @@ ROW_BASE = {  # every setting any row changes, so no row inherits the last one's
     "calibrate.mode": "progressive", "calibrate.objective": "ranges", "relax.fraction": 0.0, "relax.where": "x0",
     "generate.kernels": "fake", "quant.recon.iterations": ADAROUND_ITERATIONS,
 }
-PAPER = {"quant.weight_observer": "minmax", "quant.act_observer": "ema_minmax", "quant.ema_constant": 0.01}  # the official preset
-PAPER_SETTINGS = ((8, 8), (8, 6), (8, 4), (4, 8))  # (weight bits, activation bits)
-PAPER_STEPS = (25, 50)
 
 
-def _row(label: str, **settings) -> tuple[str, dict[str, object]]:
-    return label, {**ROW_BASE, **{k.replace("__", "."): v for k, v in settings.items()}}
+def _row(label: str, overrides: dict[str, object]) -> tuple[str, dict[str, object]]:
+    return label, {**ROW_BASE, **overrides}
 
 
 def rows() -> list[tuple[str, dict[str, object]]]:
     out = []
     for a in (8, 6, 4):
-        out += [_row(f"W8A{a} {mode}", quant__act_bits=a, calibrate__mode=mode) for mode in ("shared", "fp32", "progressive")]
-    out.append(_row("W8A8 progressive (openvino kernels)", generate__kernels="openvino"))  # as a CPU user runs it
+        out += [_row(f"W8A{a} {mode}", {"quant.act_bits": a, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
+    out.append(_row("W8A8 progressive (openvino kernels)", {"generate.kernels": "openvino"}))  # as a CPU user runs it
     for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
-        out += [_row(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", relax__fraction=fraction, relax__where=w)
+        out += [_row(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {"relax.fraction": fraction, "relax.where": w})
                 for w in wheres]
-    out += [_row("W4A8 progressive", quant__weight_bits=4), _row("W4A8 fp32", quant__weight_bits=4, calibrate__mode="fp32"),
-            _row("W4A8 progressive adaround", quant__weight_bits=4, quant__weight_method="adaround")]
-    out += [_row("W8A8 progressive fp8", quant__format="fp8"),
-            _row("W4A8 progressive fp8", quant__weight_bits=4, quant__format="fp8")]  # E4M3 activations (W4: integer weights)
+    out += [_row("W4A8 progressive", {"quant.weight_bits": 4}), _row("W4A8 fp32", {"quant.weight_bits": 4, "calibrate.mode": "fp32"}),
+            _row("W4A8 progressive adaround", {"quant.weight_bits": 4, "quant.weight_method": "adaround"})]
+    out += [_row("W8A8 progressive fp8", {"quant.format": "fp8"}),
+            _row("W4A8 progressive fp8", {"quant.weight_bits": 4, "quant.format": "fp8"})]  # E4M3 activations (W4: integer weights)
     return out + objective_rows() + paper_rows()
 
 
@@ -114,16 +116,16 @@ def objective_rows() -> list[tuple[str, dict[str, object]]]:
         if (w, a) == (8, 4):
             variants.append(("bias", {"calibrate.objective": "bias"}))
         for name, v in variants:
-            out += [(f"W{w}A{a} {mode} {name}", {**ROW_BASE, "quant.weight_bits": w, "quant.act_bits": a, **v,
-                                                  "calibrate.mode": mode}) for mode in ("progressive", "fp32")]
+            out += [_row(f"W{w}A{a} {mode} {name}", {"quant.weight_bits": w, "quant.act_bits": a, **v, "calibrate.mode": mode})
+                    for mode in ("progressive", "fp32")]
     return out
 
 
 def paper_rows() -> list[tuple[str, dict[str, object]]]:
     """The official PCR preset (per-channel min/max weights, moving-average min/max activations, c = 0.01, ranges
     only), progressive against fp32, at 25 and 50 DDIM steps: the paper's claim in its own configuration."""
-    return [(f"paper W{w}A{a} T{t} {mode}", {**ROW_BASE, **PAPER, "model.steps": t, "quant.weight_bits": w,
-                                              "quant.act_bits": a, "calibrate.mode": mode})
+    return [_row(f"paper W{w}A{a} T{t} {mode}", {**PAPER, "model.steps": t, "quant.weight_bits": w, "quant.act_bits": a,
+                                                 "calibrate.mode": mode})
             for t in PAPER_STEPS for w, a in PAPER_SETTINGS for mode in ("progressive", "fp32")]
 
 
