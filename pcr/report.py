@@ -184,10 +184,13 @@ def verdict(diffs: dict) -> str:
         frozenset(sides), "mixed")
 
 
-def claims_markdown(results: list[tuple[str, str, dict]]) -> str:
-    """Per claim and prompt set: the verdict, then every figure's paired difference with its interval."""
-    lines = ["| A | B | set | verdict | " + " | ".join(f"{k} A − B [95% CI]" for k in CLAIM_FIGURES) + " |",
-             "|" + " --- |" * (4 + len(CLAIM_FIGURES))]
+def claims_markdown(results: list[tuple[str, str, dict]], n: dict[str, int] | None = None) -> str:
+    """Per claim and prompt set: the verdict, then every figure's paired difference with its interval; with `n`
+    (label -> images per set, given when rows differ in it), a column of each pair's images per set."""
+    extra = ("images per set",) if n else ()
+    lines = ["| A | B | set | " + "".join(f"{h} | " for h in extra) + "verdict | "
+             + " | ".join(f"{k} A − B [95% CI]" for k in CLAIM_FIGURES) + " |",
+             "|" + " --- |" * (4 + len(extra) + len(CLAIM_FIGURES))]
     for a, b, per_set in results:
         for name, diffs in per_set.items():
             cells = []
@@ -198,7 +201,8 @@ def claims_markdown(results: list[tuple[str, str, dict]]) -> str:
                     continue
                 lo, hi = d["ci95"]
                 cells.append(f"{d['diff']:+.3g} [{lo:+.3g}, {hi:+.3g}]" + (" *" if d["significant"] else ""))
-            lines.append(f"| {a} | {b} | {name} | {verdict(diffs)} | " + " | ".join(cells) + " |")
+            size = f"{n[a]} | " if n else ""
+            lines.append(f"| {a} | {b} | {name} | {size}{verdict(diffs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -225,9 +229,11 @@ def document(results: dict[str, dict], replicates: int = 1000, seed: int = 0) ->
     if missing:
         return table + f"\n\n(paired differences need the rows' samples directories; missing for {missing})"
     claims = claim_results(samples, replicates, seed)
-    meta = json.loads((samples[order[0]] / "standard" / "meta.json").read_text())
-    return (table + f"\n\nPaired differences A − B over the same prompts and seeds ({meta['n']} images per set; 95% "
-            "interval of a bootstrap over prompts; * significant):\n\n" + claims_markdown(claims))
+    n = {label: json.loads((p / "standard" / "meta.json").read_text())["n"] for label, p in samples.items()}
+    same = len(set(n.values())) == 1
+    size = f"{n[order[0]]} images per set" if same else "images per set in their column"
+    return (table + f"\n\nPaired differences A − B over the same prompts and seeds ({size}; 95% "
+            "interval of a bootstrap over prompts; * significant):\n\n" + claims_markdown(claims, None if same else n))
 
 
 def from_json(paths: list[Path]) -> str:

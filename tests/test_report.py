@@ -28,16 +28,15 @@ def test_markdown_table_formats_nested_keys_and_missing_values():
     assert lines[2].startswith("| FP32 | 32.00 | – |")
 
 
-def _samples(root, psnr_shift: float):
+def _samples(root, psnr_shift: float, n: int = 60):
     """A samples directory whose PSNR is the base one shifted (everything else alike): a known difference."""
     import numpy as np
 
     from pcr.metrics.samples import Samples, save
 
     rng = np.random.default_rng(0)
-    n = 60
     meta = {"n": n, "seed": 1, "prompts_sha256": "x", "feature_network": "clip:t", "paired_real": True, "kid_subset_size": 10,
-            "prompt_groups": np.repeat(np.arange(20), 3).tolist()}
+            "prompt_groups": np.repeat(np.arange(n // 3), 3).tolist()}
     f = rng.normal(size=(n, 4)).astype(np.float32)
     psnr = 40 + rng.normal(0, 1, n) + psnr_shift
     ssim = np.full(n, 0.99)
@@ -80,3 +79,20 @@ def test_document_merges_parts_and_gives_verdicts(tmp_path):
     with pytest.raises(StoreError, match="must hold the markers"):
         write_readme(readme, "new")
     assert document(load_results(paths[:1]), replicates=200).count("\n| W8A8") >= 2
+
+
+def test_document_gives_each_pairs_sample_size_when_rows_differ_in_it(tmp_path):
+    import json
+
+    from pcr.report import from_json
+
+    sizes = {"paper W8A8 T25 progressive": 60, "paper W8A8 T25 fp32": 60, "paper W8A8 T50 progressive": 30,
+             "paper W8A8 T50 fp32": 30}
+    rows_ = {label: {"metrics": {"psnr_fp32": 40.0}, "samples": f"s/{label}", "overrides": {}} for label in sizes}
+    for label, n in sizes.items():
+        _samples(tmp_path / "s" / label, 0.0, n)
+    (tmp_path / "r.json").write_text(json.dumps({"rows": rows_}))
+    text = from_json([tmp_path / "r.json"])
+    assert "images per set in their column" in text and "| set | images per set | verdict |" in text
+    assert "| paper W8A8 T25 progressive | paper W8A8 T25 fp32 | standard | 60 | no significant difference |" in text
+    assert "| paper W8A8 T50 progressive | paper W8A8 T50 fp32 | standard | 30 | no significant difference |" in text
