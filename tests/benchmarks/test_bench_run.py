@@ -35,6 +35,7 @@ def test_quick_in_process_cases_write_all_keys(tmp_path):
     c = r["cases"]
     assert set(c) == {"calibration_cost", "generation", "store"}
     assert c["calibration_cost"]["ratio"] > 0 and c["calibration_cost"]["naive"]["naive_passes"] > 0
+    assert c["calibration_cost"]["ratio_affine_a4"] > 0  # the A4 default (MSE ranges) is timed too
     assert all(len(v) >= 3 for v in c["calibration_cost"]["times_s"].values())
     assert c["generation"]["ratio"] > 0
     assert 0 < c["store"]["bytes_per_element"] < 4 and c["store"]["write_mb_per_s_per_step"] > 0
