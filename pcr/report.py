@@ -70,6 +70,8 @@ CLAIMS = (  # (row A, row B): the difference A - B says whether A is better
     ("W8A6 progressive affine mse", "W8A6 fp32 mse"), ("W8A6 progressive affine mse", "W8A6 progressive affine"),
     ("W8A8 progressive fp8", "W8A8 progressive"), ("W4A8 progressive fp8", "W4A8 progressive"),
     *((f"paper W{w}A{a} T{t} progressive", f"paper W{w}A{a} T{t} fp32") for t in PAPER_STEPS for w, a in PAPER_SETTINGS),
+    # pcr's default below 8 bits (progressive, affine, auto = MSE ranges) against the paper preset's two calibrations
+    *((f"W8A{a} progressive affine mse", f"paper W8A{a} T25 {mode}") for a in (4, 6) for mode in ("fp32", "progressive")),
 )
 CLAIM_FIGURES = ("fid_fp32", "kid_fp32", "psnr_fp32", "ssim_fp32", "clip_score", "all_acc")
 SAMPLES = Path("outputs/samples")
