@@ -532,14 +532,10 @@ def table(results: dict) -> list[list[str]]:
     if (r := c.get("calibration_cost")) and "error" not in r:
         add("calibration_cost", f"calibration: progressive / FP32 pass (T={r['steps']}, N={r['prompts']})",
             f"  ({r['progressive_s']:.2f} s / {r['fp32_pass_s']:.2f} s)")
-        if "ratio_affine" in r:
-            ok = r["ratio_affine"] <= AFFINE_TARGET
-            rows.append(["  with calibrate.objective=affine (issue 20)", f"{r['ratio_affine']:.2f}", f"<= {AFFINE_TARGET}",
-                         "yes" if ok else "MISSED"])
-        if "ratio_affine_a4" in r:
-            ok = r["ratio_affine_a4"] <= AFFINE_TARGET
-            rows.append(["  affine at A4 (act_observer auto: MSE ranges)", f"{r['ratio_affine_a4']:.2f}", f"<= {AFFINE_TARGET}",
-                         "yes" if ok else "MISSED"])
+        for key, label in (("ratio_affine", "  with calibrate.objective=affine (issue 20)"),
+                           ("ratio_affine_a4", "  affine at A4 (act_observer auto: MSE ranges)")):
+            if key in r:
+                rows.append([label, f"{r[key]:.2f}", f"<= {AFFINE_TARGET}", "yes" if r[key] <= AFFINE_TARGET else "MISSED"])
         n = r["naive"]
         rows.append([f"  official naive loop (T={n['steps']}, N={n['prompts']}), in FP32 passes",
                      f"{n['naive_passes']:.1f} (sweep {n['progressive_passes']:.2f}; naive/sweep x{n['naive_over_progressive']:.1f})",
