@@ -154,7 +154,8 @@ def test_store_layer_pattern_matching_no_quantized_layer_is_refused_by_name(setu
 @pytest.mark.parametrize("mode", ["progressive", "fp32"])
 def test_fitted_output_correction_is_in_the_quantized_model_and_reproduces_calibration(setup, mode):
     """The sweep corrects each step's output after the UNet call; the saved state must hold that correction in
-    the model: the reloaded quantized UNet, run over the calibration samples, retraces calib.zarr's trajectory."""
+    the model: the reloaded quantized UNet, run at each step on the stored x̂_k, gives the stored corrected ε̂_k
+    and x̂_{k+1} (to float rounding: the sweep corrects the guided output, the model each CFG branch)."""
     from pcr.models.conditioning import select
     from pcr.quant.correction import StepAffineConv2d
     from pcr.quant.serialize import load_quant_state
@@ -174,10 +175,12 @@ def test_fitted_output_correction_is_in_the_quantized_model_and_reproduces_calib
     np.testing.assert_array_equal(sampler.unet.conv_out.out_gain.numpy(), gain)
     cond = {k: torch.from_numpy(traj[f"cond/{k}"][:]) for k in traj["cond"].array_keys()}
     b = slice(0, params.calibrate.batch_size)  # the sweep's first batch: same batch, same float sums
-    x, sched = torch.from_numpy(calib["x"][0][b]), sampler.new_scheduler()
-    for k in range(sampler.num_steps):
-        x = sampler.step(sched, sampler.eps(x, k, select(cond, b), sched), k, x)
-    np.testing.assert_allclose(x.numpy(), calib["x"][-1][b], atol=2e-4, rtol=0)
+    sched = sampler.new_scheduler()
+    for k in range(sampler.num_steps):  # each step from the stored x̂_k: layers before the output see the same input
+        x = torch.from_numpy(calib["x"][k][b])  # bit for bit, so no rounding flip can grow over later steps
+        eps = sampler.eps(x, k, select(cond, b), sched)
+        np.testing.assert_allclose(eps.numpy(), calib["model_output"][k][b], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(sampler.step(sched, eps, k, x).numpy(), calib["x"][k + 1][b], atol=1e-5, rtol=0)
 
 
 def test_killed_run_with_output_correction_resumes_with_the_fitted_rows(setup, monkeypatch):
@@ -195,3 +198,20 @@ def test_killed_run_with_output_correction_resumes_with_the_fitted_rows(setup, m
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
     full, resumed = load_file(tmp / "full.safetensors"), load_file(tmp / "resumed.safetensors")
     assert torch.equal(full["conv_out.out_gain"], resumed["conv_out.out_gain"])
+
+
+def test_histograms_are_recorded_only_where_the_observer_reads_them(setup):
+    params, tmp = setup
+
+    def run(tag, act_bits, min_bits):
+        p = dataclasses.replace(params, quant=dataclasses.replace(params.quant, act_observer="auto", act_bits=act_bits))
+        calibrate(p, *_outs(tmp, tag), progress=False, relax={"recalibrate": False, "min_bits": min_bits})
+        return zarr.open_group(str(tmp / f"{tag}.zarr"), mode="r"), load_file(tmp / f"{tag}.safetensors")
+
+    g8, q8 = run("a8", 8, 8)  # auto at 8 bits and above: min/max ranges, no histogram
+    g8h, q8h = run("a8_relax6", 8, 6)  # the relax stage will ask for 6-bit ranges: MSE, histograms
+    g4, _ = run("a4", 4, 4)
+    assert "hist" not in g8["stats"] and "hist" in g8h["stats"] and "hist" in g4["stats"]
+    assert float(g4["stats/hist"][0].sum()) > 0
+    assert q8.keys() == q8h.keys() and all(torch.equal(q8[k], q8h[k]) for k in q8)  # skipping them changes no parameter
+    np.testing.assert_array_equal(g8["x"][:], g8h["x"][:])
