@@ -71,3 +71,13 @@ def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, symme
     if axis is None:
         return torch.fake_quantize_per_tensor_affine(x, scale.reshape(1).float(), zero_point.reshape(1).int(), q_min, q_max)
     return torch.fake_quantize_per_channel_affine(x, scale.float(), zero_point.int(), axis, q_min, q_max)
+
+
+def fake_quantize_at(x: Tensor, s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """x_hat = clamp(round(x / s), q_min - z, q_max - z) * s, in float32: four vectorised ops.
+
+    Equal to (clamp(round(x/s) + z, q_min, q_max) - z) * s for codes below 2^24, and bit for bit what
+    torch's fake_quantize_per_tensor_affine gives (the same float32 1/s, the same half-to-even rounding).
+    s: [1]; lo, hi: [1] tensors or Python ints.
+    """
+    return torch.mul(x.float(), 1.0 / s).round_().clamp_(lo, hi).mul_(s)

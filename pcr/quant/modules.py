@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcr.quant import float8
-from pcr.quant.affine import check_bits, dequantize, params_from_range, qrange, quantize
+from pcr.quant.affine import check_bits, dequantize, fake_quantize_at, params_from_range, qrange, quantize
 from pcr.quant.observers import Observer
 from pcr.quant.packing import pack, storage_dtype, storage_shape, unpack
 from pcr.quant.step import StepCounter
@@ -33,16 +33,6 @@ def code_bounds(bits: Tensor, symmetric: bool) -> tuple[Tensor, Tensor]:
     """(q_min, q_max) of b-bit codes, as tensors of bits' shape (no host sync)."""
     top = torch.bitwise_left_shift(torch.ones_like(bits), bits - 1 if symmetric else bits)  # 2^(b-1) or 2^b
     return (-top, top - 1) if symmetric else (torch.zeros_like(bits), top - 1)
-
-
-def fake_quantize_at(x: Tensor, s: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """x_hat = clamp(round(x / s), q_min - z, q_max - z) * s, in float32: four vectorised ops.
-
-    Equal to (clamp(round(x/s) + z, q_min, q_max) - z) * s for codes below 2^24, and bit for bit what
-    torch's fake_quantize_per_tensor_affine gives (the same float32 1/s, the same half-to-even rounding).
-    s: [1]; lo, hi: [1] tensors or Python ints.
-    """
-    return torch.mul(x.float(), 1.0 / s).round_().clamp_(lo, hi).mul_(s)
 
 
 def act_params(lo: Tensor, hi: Tensor, bits: int, symmetric: bool, fmt: str = "int") -> tuple[Tensor, Tensor]:

@@ -74,7 +74,7 @@ def test_bits_out_of_range_raise(bits):
 @pytest.mark.parametrize("bits", [2, 4, 8, 10, 16])
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_hot_path_fake_quant_matches_torch_kernel_bit_exact(bits, symmetric):
-    from pcr.quant.modules import fake_quantize_at
+    from pcr.quant.affine import fake_quantize_at
 
     g = torch.Generator().manual_seed(7 + bits)
     x = torch.randn(3, 17, 9, generator=g) * 5

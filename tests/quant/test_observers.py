@@ -101,3 +101,55 @@ def test_auto_searches_below_8_bits_and_keeps_min_max_from_8(bits):
     assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi)
     assert torch.equal(torch.stack(get_observer("auto").weight_range(w, bits, False)), torch.stack(ref.weight_range(w, bits, False)))
     assert (float(hi) < 40.0) == (bits < 8)  # visible: the outlier is clipped exactly where auto searches
+
+
+def _loop_mse_range(stats, bits, symmetric):
+    """The MSE activation search one candidate at a time (the rule as first written): the reference."""
+    from pcr.quant.observers.mse import CLIP_GRID
+
+    x, weight = stats.bin_centers().float(), stats.hist.float()
+    best, best_err = (stats.min.clone(), stats.max.clone()), float("inf")
+    for alpha in CLIP_GRID:
+        lo, hi = stats.min * alpha, stats.max * alpha
+        scale, zp = params_from_range(lo, hi, bits, symmetric)
+        err = float((weight * (fake_quantize(x, scale, zp, bits, symmetric) - x) ** 2).sum())
+        if err < best_err:
+            best, best_err = (lo.clone(), hi.clone()), err
+    return best
+
+
+@pytest.mark.parametrize("bits", [3, 4, 6, 8])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_mse_range_is_the_first_least_error_candidate_of_the_loop(bits, symmetric):
+    g = torch.Generator().manual_seed(bits + 10 * symmetric)
+    picked = []
+    for i in range(12):  # heavy and light tails, skewed and one-signed inputs
+        x = torch.distributions.StudentT(1.5 + i).sample((4000,)) * (1 + i) + (0.3 * i if i % 3 else 0.0)
+        x = x.abs() if i % 4 == 3 else x
+        x = x + 0.01 * torch.randn(x.shape, generator=g)
+        s = RunningStats(histogram=True)
+        s.update(x)
+        lo, hi = get_observer("mse").activation_range(s, bits, symmetric)
+        ref_lo, ref_hi = _loop_mse_range(s, bits, symmetric)
+        assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi), i
+        picked.append(round(float(hi / s.max), 4))
+    if bits < 8:  # the search is not trivial: it clips below min/max somewhere (at 8 bits it rarely does)
+        assert min(picked) < 1.0
+
+
+@pytest.mark.parametrize("name", ["mse", "percentile"])
+def test_rules_that_read_histograms_refuse_statistics_without_one(name):
+    s = RunningStats(histogram=False)
+    s.update(torch.randn(100))
+    with pytest.raises(ValueError, match=f"act_observer='{name}' at 4 bits needs activation histograms"):
+        get_observer(name).activation_range(s, 4, False)
+
+
+def test_histograms_are_needed_exactly_where_a_rule_reads_them():
+    auto, mse, minmax = get_observer("auto"), get_observer("mse"), get_observer("minmax")
+    assert [auto.needs_histogram(b) for b in (2, 4, 7, 8, 10, 16)] == [True, True, True, False, False, False]
+    assert all(mse.needs_histogram(b) for b in range(2, 17)) and not any(minmax.needs_histogram(b) for b in range(2, 17))
+    assert auto.needs_histogram_from(4) and auto.needs_histogram_from(7) and not auto.needs_histogram_from(8)
+    s = RunningStats(histogram=False)  # what a run that needs none records: auto at 8 and above still works
+    s.update(torch.randn(100))
+    assert torch.equal(torch.stack(auto.activation_range(s, 8, False)), torch.stack(minmax.activation_range(s, 8, False)))

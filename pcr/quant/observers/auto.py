@@ -15,14 +15,14 @@ other steps of the same run search theirs.
 
 from torch import Tensor
 
-from pcr.quant.observers import minmax, mse, register_observer
+from pcr.quant.observers import Observer, get_observer, minmax, mse, register_observer  # noqa: F401 (registers both)
 from pcr.stats.running import RunningStats
 
 MSE_BELOW_BITS = 8  # bitwidths under this search their range; the rest keep everything seen
 
 
-def _rule(bits: int):
-    return mse if bits < MSE_BELOW_BITS else minmax
+def _rule(bits: int) -> Observer:
+    return get_observer("mse" if bits < MSE_BELOW_BITS else "minmax")
 
 
 def activation_range(stats: RunningStats, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:
@@ -33,4 +33,4 @@ def weight_range(w: Tensor, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]
     return _rule(bits).weight_range(w, bits, symmetric)
 
 
-register_observer("auto", activation_range, weight_range, needs_histogram=True)
+register_observer("auto", activation_range, weight_range, needs_histogram=lambda bits: _rule(bits).needs_histogram(bits))

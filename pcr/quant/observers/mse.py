@@ -9,24 +9,25 @@ weights are searched per output channel on the weight itself.
 import torch
 from torch import Tensor
 
-from pcr.quant.affine import fake_quantize, params_from_range
-from pcr.quant.observers import register_observer
+from pcr.quant.affine import fake_quantize, fake_quantize_at, params_from_range, qrange
+from pcr.quant.observers import register_observer, require_histogram
 from pcr.stats.running import RunningStats
 
 CLIP_GRID = torch.linspace(0.3, 1.0, 36)
 
 
 def activation_range(stats: RunningStats, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:
-    x = stats.bin_centers().float()  # [bins]
-    weight = stats.hist.float()
-    best, best_err = (stats.min.clone(), stats.max.clone()), float("inf")
-    for alpha in CLIP_GRID:
-        lo, hi = stats.min * alpha, stats.max * alpha
-        scale, zp = params_from_range(lo, hi, bits, symmetric)
-        err = float((weight * (fake_quantize(x, scale, zp, bits, symmetric) - x) ** 2).sum())
-        if err < best_err:
-            best, best_err = (lo.clone(), hi.clone()), err
-    return best
+    """The candidate range of least histogram-weighted error; the first of them on a tie (all 36 at once)."""
+    require_histogram(stats, "mse", bits)
+    x = stats.bin_centers().float()  # [B]
+    weight = stats.hist.float()  # [B]
+    lo, hi = stats.min * CLIP_GRID, stats.max * CLIP_GRID  # [A] candidates
+    scale, zp = params_from_range(lo, hi, bits, symmetric)
+    q_min, q_max = qrange(bits, symmetric)
+    s, z = scale[:, None], zp[:, None].float()  # [A, 1]
+    err = ((fake_quantize_at(x, s, q_min - z, q_max - z) - x) ** 2).mul_(weight).sum(1)  # [A, B] -> [A]
+    best = int(torch.argmin(err))  # first index of the least error
+    return lo[best].clone(), hi[best].clone()
 
 
 def weight_range(w: Tensor, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from pcr.quant.observers import register_observer
+from pcr.quant.observers import register_observer, require_histogram
 from pcr.stats.running import RunningStats
 
 PERCENTILE = 99.99
@@ -24,6 +24,7 @@ def _hist_quantile(stats: RunningStats, q: float) -> Tensor:
 
 
 def activation_range(stats: RunningStats, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:
+    require_histogram(stats, "percentile", bits)
     q = PERCENTILE / 100
     return _hist_quantile(stats, 1 - q), _hist_quantile(stats, q)
 
