@@ -7,8 +7,10 @@ comes out different, so:
 - prompts_calibration.json / prompts_eval.json: the prompt lists the stages use (the first num_prompts
   lines of each file; eval.paraphrase_prompts: null leaves that set out). Stages depend on these snapshots,
   not on the files named in params, so a path may be null, and a rename with the same lines reruns nothing.
-- relax_calibration.json: the relax schedule calibrate must follow, `{"recalibrate": false}` unless
-  relax.recalibrate; so calibrate reruns on a relax change only when it recalibrates the relaxed steps.
+- relax_calibration.json: what of relax calibrate must follow: the schedule only with relax.recalibrate, and
+  min_bits = min(relax.bits, quant.act_bits), the fewest bits its statistics serve (they hold histograms
+  only where the observer reads them from there up); so calibrate reruns on a relax change only when it
+  recalibrates the relaxed steps or the statistics must serve fewer bits.
 - params.yaml is validated first: a bad value fails here, before DVC has removed any other stage's outputs.
 """
 
@@ -39,9 +41,11 @@ def versions(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def relax_calibration(params) -> dict:
-    """The relax settings calibrate follows: only with relax.recalibrate does it see any of them."""
+    """The relax settings calibrate follows: min_bits, the fewest activation bits its statistics serve (it records
+    histograms only where the observer reads them from there up), and the schedule only with relax.recalibrate."""
     r = params.relax
-    return {"recalibrate": True, "fraction": r.fraction, "where": r.where, "bits": r.bits} if r.recalibrate else {"recalibrate": False}
+    spec = {"recalibrate": True, "fraction": r.fraction, "where": r.where, "bits": r.bits} if r.recalibrate else {"recalibrate": False}
+    return spec | {"min_bits": min(r.bits, params.quant.act_bits)}
 
 
 def _write_json(path: Path, data) -> None:

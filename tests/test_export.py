@@ -63,7 +63,7 @@ def test_recalibrated_relaxed_steps_are_kept_and_later_steps_see_the_relaxed_pre
     r = dataclasses.replace(params.relax, where="xT", recalibrate=True)
     params = dataclasses.replace(params, relax=r)
     spec = relax_calibration(params)
-    assert spec == {"recalibrate": True, "fraction": 0.5, "where": "xT", "bits": 10}
+    assert spec == {"recalibrate": True, "fraction": 0.5, "where": "xT", "bits": 10, "min_bits": 8}
     calibrate(params, t / "traj.zarr", t / "re.zarr", t / "re.safetensors", t / "re.json", t / "re_act.zarr", progress=False,
               relax=spec)
     before, after = open_store(t / "calib.zarr", "calibration"), open_store(t / "re.zarr", "calibration")

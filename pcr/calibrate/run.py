@@ -83,8 +83,13 @@ def use_weights(qlayers: dict, path: str | Path) -> None:
         q.set_codes(w.codes, w.scale, w.zero_point)
 
 
-def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajectories.zarr", weights: str | Path | None = None):
-    """The pipeline with its UNet quantized (weights done) and the Calibration that sweeps it."""
+def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajectories.zarr", weights: str | Path | None = None,
+            min_bits: int | None = None):
+    """The pipeline with its UNet quantized (weights done) and the Calibration that sweeps it.
+
+    min_bits: the fewest activation bits the statistics will serve (relaxed steps and the relax stage read them
+    too; default quant.act_bits). Histograms are recorded only where the observer needs one at some bitwidth
+    from there up."""
     cfg = params.calibrate
     pipe, sampler = load_sampler(params.model)
     T = sampler.num_steps
@@ -98,10 +103,11 @@ def prepare(params: Params, traj: zarr.Group, trajectories: str | Path = "trajec
     observer = get_observer(params.quant.act_observer)
     cond = {k: torch.from_numpy(traj[f"cond/{k}"][:]) for k in traj["cond"].array_keys()}  # every collected prompt
     store_layers = tuple(match_layers(names, cfg.store.layers, "calibrate.store.layers", "quantized layer"))
-    cal = Calibration(sampler, qmodules(pipe.unet), cond, fp32_stats_reader(traj, names, observer.needs_histogram), observer,
+    histogram = observer.needs_histogram_from(min_bits or params.quant.act_bits)
+    cal = Calibration(sampler, qmodules(pipe.unet), cond, fp32_stats_reader(traj, names, histogram), observer,
                       params.quant.act_bits, cfg.batch_size, store_layers, min(cfg.store.samples, cfg.batch_size),
                       params.quant.ema_constant, cfg.objective, corrected_output(pipe.unet),
-                      lambda k: torch.from_numpy(traj["x"][k]), lambda k: torch.from_numpy(traj["model_output"][k]))
+                      lambda k: torch.from_numpy(traj["x"][k]), lambda k: torch.from_numpy(traj["model_output"][k]), histogram)
     return pipe, qmap, cal
 
 
@@ -121,12 +127,12 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
     the official loop does (the steps after them then see the relaxed prefix)."""
     cfg = params.calibrate
     traj = open_store(trajectories, "trajectories")
-    pipe, qmap, cal = prepare(params, traj, trajectories, weights)
+    pipe, qmap, cal = prepare(params, traj, trajectories, weights, (relax or {}).get("min_bits"))
     sampler, names, T = cal.sampler, list(qmap.layers), cal.sampler.num_steps
     cal.bits = relaxed_bits(relax or {}, T, params.quant.act_bits) or cal.bits
     n = next(iter(cal.cond.values())).shape[0]
     quant = {f.name: getattr(params.quant, f.name) for f in fields(params.quant) if f.name not in WEIGHTS_STAGE_KEYS}
-    fp = fingerprint(traj.attrs["fingerprint"], n, quant, cfg.mode, cfg.objective, cfg.batch_size, cal.bits,  # not the dumps
+    fp = fingerprint(traj.attrs["fingerprint"], n, quant, cfg.mode, cfg.objective, cfg.batch_size, cal.bits, cal.histogram,  # not the dumps
                      files=[weights] if weights is not None else [])  # the weights stage's settings are in its file
     dumps_fp = fingerprint(fp, asdict(cfg.store))
     store = resume_store(out, "calibration", fp)
@@ -136,7 +142,7 @@ def calibrate(params: Params, trajectories: str | Path, out: str | Path, qparams
                              act_bits=params.quant.act_bits, act_observer=params.quant.act_observer, num_prompts=n,
                              objective=cfg.objective)
         add_trajectory_arrays(store, sampler.timesteps.cpu().numpy(), n, sampler.latent_shape, cfg.batch_size)
-        add_stats_arrays(store, T, names, traj["stats/hist"].shape[-1] if cal.observer.needs_histogram else None)
+        add_stats_arrays(store, T, names, traj["stats/hist"].shape[-1] if cal.histogram else None)
         if cal.output is not None:
             add_correction_arrays(store, T, cal.output.out_channels)
         store["x"][0] = traj["x"][0]

@@ -69,6 +69,7 @@ class Calibration:
     output: StepAffineConv2d | None = None  # the corrected output layer (objectives other than ranges)
     fp32_x: Callable[[int], Tensor] | None = None  # state k of the FP32 trajectory [N, C, h, w] (collect's)
     fp32_eps: Callable[[int], Tensor] | None = None  # FP32's guided output at step k [N, C, h, w]
+    histogram: bool = True  # record activation histograms (the observer reads them at some bitwidth this run serves)
     _inputs_per_pass: int | None = field(default=None, init=False, repr=False)  # recorded inputs of one full UNet pass
 
     @property
@@ -137,7 +138,7 @@ class Calibration:
         return torch.cat([e.cpu() for e in eps_q]), self.fp32_eps(k)
 
     def recorder(self) -> StatsRecorder:
-        rec = StatsRecorder(self.sampler.unet, list(self.qlayers), histogram=self.observer.needs_histogram,
+        rec = StatsRecorder(self.sampler.unet, list(self.qlayers), histogram=self.histogram,
                             ema_constant=self.ema_constant)
         rec.capture_layers = set(self.capture_layers)
         return rec

@@ -12,7 +12,8 @@ Without histograms a hook only takes its input's (min, max) (`batch_minmax`: num
 the CPU, twice as fast as torch's `aminmax` there; `aminmax` left on the device elsewhere, so no host
 copy per layer), once per input tensor: layers fed the same tensor (attention q/k/v) share it.
 `stats` folds them, all layers at once (`fold_batches`), into what `RunningStats.update` per call
-would give. `stop_after` ends a forward pass (raising `AllRecorded`) once that many inputs are
+would give. With histograms, layers fed one tensor share its min/max and histogram counts the same way
+(`RunningStats.update(x, shared)`). `stop_after` ends a forward pass (raising `AllRecorded`) once that many inputs are
 recorded: what runs after the last recorded layer changes no statistic.
 """
 
@@ -69,7 +70,7 @@ class StatsRecorder:
         """Begin a new sampling step: fresh statistics, nothing captured."""
         self._running = {n: RunningStats(histogram=True, ema_constant=self.ema_constant) for n in self.names} if self.histogram else {}
         self._seen: list[list[MinMax]] = [[] for _ in self.names]  # per layer: (min, max) of each input, in call order
-        self._memo: dict[int, tuple[weakref.ref, int, MinMax]] = {}  # id(input) -> (input, its version, (min, max))
+        self._memo: dict[int, tuple[weakref.ref, int, dict]] = {}  # id(input) -> (input, its version, values of it)
         self._stats: dict[str, RunningStats] | None = None
         self.captured = {}
 
@@ -82,22 +83,29 @@ class StatsRecorder:
             self._stats = fold_minmax(self._seen, self.names, self.ema_constant)
         return self._stats
 
-    def _minmax(self, x: Tensor) -> MinMax:
+    def _shared(self, x: Tensor) -> dict:
+        """What is computed once per input tensor (its min/max, histogram counts), for every layer it feeds."""
         if x.is_inference():  # no version counter to tell an unchanged tensor
-            return batch_minmax(x)
+            return {}
         m = self._memo.get(id(x))
         if m is not None and m[0]() is x and m[1] == x._version:
             return m[2]
-        v = batch_minmax(x)
-        self._memo[id(x)] = (weakref.ref(x), x._version, v)
-        return v
+        values: dict = {}
+        self._memo[id(x)] = (weakref.ref(x), x._version, values)
+        return values
+
+    def _minmax(self, x: Tensor) -> MinMax:
+        shared = self._shared(x)
+        if "batch_minmax" not in shared:
+            shared["batch_minmax"] = batch_minmax(x)
+        return shared["batch_minmax"]
 
     def _hook(self, i: int, name: str):
         def hook(module: nn.Module, args: tuple) -> None:
             x = args[0]
             if self.recording:
                 if self.histogram:
-                    self._running[name].update(x)
+                    self._running[name].update(x, self._shared(x))
                 else:
                     self._seen[i].append(self._minmax(x))
                     self._stats = None

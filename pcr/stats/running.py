@@ -37,10 +37,15 @@ class RunningStats:
         self.hist = torch.zeros(bins, dtype=torch.float64) if histogram else None
 
     @torch.no_grad()
-    def update(self, x: Tensor) -> None:
+    def update(self, x: Tensor, shared: dict | None = None) -> None:
+        """Add x to the statistics. `shared`: a dict kept per input tensor by the caller, in which x's min/max and
+        histogram counts are stored once and reused by every other statistic fed the same x (attention q/k/v)."""
         x = x.detach().float()
-        b_min, b_max = torch.aminmax(x)
-        b_min, b_max = b_min.cpu(), b_max.cpu()
+        shared = {} if shared is None else shared
+        if "minmax" not in shared:
+            b_min, b_max = torch.aminmax(x)
+            shared["minmax"] = (b_min.cpu(), b_max.cpu())
+        b_min, b_max = shared["minmax"]
         if self.count == 0:
             self.ema_min, self.ema_max = b_min.clone(), b_max.clone()
         else:
@@ -50,12 +55,13 @@ class RunningStats:
             if self.count > 0 and (new_min < self.min or new_max > self.max):
                 self.hist = rebin(self.hist, self.min, self.max, new_min, new_max)
             lo, hi = float(new_min), float(new_max)
-            flat = x.reshape(-1)
-            stride = -(-flat.numel() // HIST_SAMPLE)  # min/max stay exact; the shape of the tails is sampled
             if hi > lo:
-                self.hist += torch.histc(flat[::stride], self.bins, lo, hi).double().cpu() * stride
+                key = ("hist", self.bins, lo, hi)
+                if key not in shared:
+                    shared[key] = histogram(x, self.bins, lo, hi)
+                self.hist += shared[key]
             else:  # constant tensor: all mass in the first bin
-                self.hist[0] += flat.numel()
+                self.hist[0] += x.numel()
         self.min, self.max = new_min, new_max
         self.count += 1
 
@@ -82,6 +88,14 @@ class RunningStats:
     def bin_centers(self) -> Tensor:
         width = (self.max - self.min) / self.bins
         return self.min + width * (torch.arange(self.bins, dtype=torch.float64) + 0.5)
+
+
+def histogram(x: Tensor, bins: int, lo: float, hi: float) -> Tensor:
+    """Counts of x in `bins` bins over [lo, hi]: float64 [bins] on the CPU. Tensors above HIST_SAMPLE elements
+    are counted on a strided subsample, weighted by the stride (min/max stay exact; the tails' shape is sampled)."""
+    flat = x.reshape(-1)
+    stride = -(-flat.numel() // HIST_SAMPLE)
+    return torch.histc(flat[::stride], bins, lo, hi).double().cpu() * stride
 
 
 def fold_batches(b_min: Tensor, b_max: Tensor, c: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:

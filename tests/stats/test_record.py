@@ -100,3 +100,32 @@ def test_capture_keeps_the_first_call_rows_and_hooks_leave_with_the_block():
         net(x.clone())
         assert set(rec.captured) == {"twice"} and rec.captured["twice"].shape == (2, 6)
     assert all(not net.get_submodule(n)._forward_pre_hooks for n in NAMES)
+
+
+def test_layers_fed_one_tensor_share_its_histogram_and_statistics_stay_per_input(monkeypatch):
+    import pcr.stats.running as running
+
+    torch.manual_seed(1)
+    net = Net()
+    inputs = {n: [] for n in NAMES}
+    spies = [net.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: inputs[n].append(a[0].clone())) for n in NAMES]
+    calls = []
+    counted = running.histogram
+    monkeypatch.setattr(running, "histogram", lambda *a: calls.append(a[1:]) or counted(*a))
+    with StatsRecorder(net, NAMES, histogram=True, ema_constant=0.1) as rec:
+        rec.start()
+        for scale in (1.0, 5.0, 0.5):
+            net(torch.randn(4, 6) * scale)
+        stats = rec.stats
+    recorded_calls = len(calls)
+    for h in spies:
+        h.remove()
+    ref = {n: RunningStats(histogram=True, ema_constant=0.1) for n in NAMES}
+    for n, xs in inputs.items():
+        for x in xs:
+            ref[n].update(x)
+    for n in NAMES:
+        for f in ("min", "max", "ema_min", "ema_max", "hist"):
+            assert torch.equal(getattr(stats[n], f), getattr(ref[n], f)), (n, f)
+    # per pass: q/k/v one tensor (1 histogram), `twice` two tensors (2), `after` x changed in place (1): 4, not 6
+    assert recorded_calls == 3 * 4
