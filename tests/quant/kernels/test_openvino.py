@@ -85,6 +85,90 @@ def test_export_layer_agrees_with_the_fake_layer_at_every_step(ov, kind, weight_
         assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (k, float(err.mean()))
 
 
+def _op_types(ov, model, tmp_path) -> set[str]:
+    """The op types of `model` as saved to IR and read back."""
+    ov.save_model(model, tmp_path / "m.xml", compress_to_fp16=False)
+    return {op.get_type_name() for op in ov.Core().read_model(tmp_path / "m.xml").get_ops()}
+
+
+def _run(ov, model, x: torch.Tensor, k: int, static: bool) -> torch.Tensor:
+    if static:
+        model.reshape({model.inputs[0]: list(x.shape), model.inputs[1]: [1]})
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    return torch.from_numpy(compiled([x.numpy(), np.array([k])])[0])
+
+
+@pytest.mark.parametrize(("conv", "weight_bits", "weight_symmetric"), [
+    ({"padding": 1, "stride": 2}, 8, False),  # window sums of the zero-padded codes, stride 2
+    ({"padding": 1}, 8, True),
+    ({"padding": 2, "dilation": 2}, 4, False),
+    ({"padding": (1, 0)}, 8, True),  # padded in height only
+    ({"padding": 1, "groups": 4}, 8, True),  # grouped: each output channel's R_in sums its own group's weights
+])
+def test_padded_conv_runs_without_pad_nodes_and_agrees_at_the_border(ov, tmp_path, conv, weight_bits, weight_symmetric):
+    """The conv zero-pads the u codes (a padded code is 0, not z_k) and R_in corrects it; large zero points
+    (ranges mostly below 0) make a border off by z_k R far outside the tolerance."""
+    torch.manual_seed(0)
+    ranges = [(-3.5, 0.5), (-0.2, 3.0), (-6.0, 0.1)]  # u's zero points ~223, ~16, ~251
+    counter = StepCounter([float(t) for t in range(len(ranges))])
+    q = QConv2d.from_module(nn.Conv2d(8, 16, 3, **conv), num_steps=len(ranges), weight_bits=weight_bits, act_bits=8,
+                            weight_symmetric=weight_symmetric, act_symmetric=False, observer=get_observer("minmax"),
+                            counter=counter)
+    for k, (lo, hi) in enumerate(ranges):
+        q.input_quant.set_step(k, torch.tensor(lo), torch.tensor(hi))
+    layer = pov.ExportLayer(q, pov._StepInput())
+    assert layer.int8 and layer.padded, layer.why
+    x = torch.rand(2, 8, 11, 10) * 4 - 3
+    model = ov.convert_model(_OneLayer(layer).eval(), example_input=(x, torch.zeros(1, dtype=torch.long)))
+    types = _op_types(ov, model, tmp_path)
+    assert "Pad" not in types and "Convolution" in types, types
+    for static in (False, True):  # dynamic shapes as exported, static as OpenVINOUNet compiles them
+        for k in range(len(ranges)):
+            with counter.pin(k), torch.no_grad():
+                ref = q(x)
+            y = _run(ov, model.clone(), x, k, static)
+            err = (y - ref).abs()
+            assert float(err.max()) <= 2e-2 * float(ref.abs().max()), (static, k, float(err.max()))
+            assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (static, k, float(err.mean()))
+            border = torch.cat([err[..., 0, :].flatten(), err[..., -1, :].flatten(), err[..., 0].flatten(), err[..., -1].flatten()])
+            assert float(border.mean()) <= 1e-4 * float(ref.abs().max()), (static, k, float(border.mean()))
+
+
+class _QKV(nn.Module):
+    def __init__(self, layers, step):
+        super().__init__()
+        self.layers, self.step = nn.ModuleList(layers), step
+
+    def forward(self, x, k):
+        self.step.k = k
+        return torch.cat([m(x) for m in self.layers], -1)
+
+
+def test_qkv_projections_of_one_tensor_with_equal_steps_agree(ov):
+    """q, k, v read one tensor through equal activation quantizers (OpenVINO may merge them into one)."""
+    torch.manual_seed(0)
+    bits = (8, 8, 8)
+    counter = StepCounter([float(t) for t in range(len(bits))])
+    scale, zp, b = act_state(bits)
+    qs = []
+    for _ in range(3):
+        q = QLinear.from_module(nn.Linear(24, 16), num_steps=len(bits), weight_bits=8, act_bits=8, weight_symmetric=False,
+                                act_symmetric=False, observer=get_observer("minmax"), counter=counter)
+        for k in range(len(bits)):
+            q.input_quant.set_step_params(k, scale[k], zp[k], int(b[k]))
+        qs.append(q)
+    step = pov._StepInput()
+    x = 2 * torch.randn(2, 5, 24)
+    model = ov.convert_model(_QKV([pov.ExportLayer(q, step) for q in qs], step).eval(),
+                             example_input=(x, torch.zeros(1, dtype=torch.long)))
+    for k in range(len(bits)):
+        with counter.pin(k), torch.no_grad():
+            ref = torch.cat([q(x) for q in qs], -1)
+        err = (_run(ov, model.clone(), x, k, static=True) - ref).abs()
+        assert float(err.max()) <= 2e-2 * float(ref.abs().max()), (k, float(err.max()))
+        assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (k, float(err.mean()))
+
+
 def _export(model_dir, out, bits=None, output_correction=False):
     """A quantized artifact of the tiny model's UNet (per-step ranges, and output corrections, set by hand),
     T=STEPS+1 PNDM steps."""
@@ -143,6 +227,12 @@ def test_openvino_pipeline_gives_the_fake_images(exported, tiny_sd_dir, capsys):
     assert np.array_equal(_images(pipe), images)  # the step counter starts a new generation
     with pytest.raises(ValueError, match="T=4 steps of PNDMScheduler.*num_inference_steps=3"):
         pipe(PROMPTS, num_inference_steps=7, output_type="np")
+
+
+def test_exported_unet_has_no_pad_nodes(ov, exported):
+    """Every padded conv zero-pads its u codes itself: no Pad node in front of the 3x3 convs."""
+    types = {op.get_type_name() for op in ov.Core().read_model(exported[1] / pov.IR_XML).get_ops()}
+    assert "Convolution" in types and "Pad" not in types, sorted(types)
 
 
 def test_relaxed_steps_stay_fake_by_name(ov, tiny_sd_dir, tmp_path):
