@@ -58,7 +58,7 @@ from pcr.quant.step import STEP_COUNTER, StepCounter, step_counter
 EXTRA = "openvino"  # pyproject optional extra
 IR_XML, IR_BIN, IR_META = "unet.xml", "unet.bin", "pcr_openvino.json"
 FORMAT = "pcr-openvino-unet"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border
 INT8_MAX_BITS = 8
 U8_TOP = 255
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
@@ -241,9 +241,10 @@ def artifact_hash(quantized: str | Path) -> str:
 
 
 def default_ir_dir(digest: str) -> Path:
-    """$PCR_CACHE (default $XDG_CACHE_HOME/pcr, ~/.cache/pcr) / openvino / the artifact's hash."""
+    """$PCR_CACHE (default $XDG_CACHE_HOME/pcr, ~/.cache/pcr) / openvino / v<FORMAT_VERSION> / the artifact's hash:
+    an IR cached by a pcr of another export format is not found there (a new one is exported beside it)."""
     root = Path(os.environ.get("PCR_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pcr"))
-    return root / "openvino" / digest[:16]
+    return root / "openvino" / f"v{FORMAT_VERSION}" / digest[:16]
 
 
 def _example_inputs(config: dict, batch: int = 2) -> dict[str, Tensor]:
@@ -265,7 +266,8 @@ def _example_inputs(config: dict, batch: int = 2) -> dict[str, Tensor]:
 def export_openvino(quantized: str | Path, out: str | Path | None = None) -> Path:
     """The artifact's UNet as OpenVINO IR (unet.xml/.bin + pcr_openvino.json) in `out`; returns the folder.
 
-    out default: the cache folder of the artifact's hash (reused when it holds this artifact's IR).
+    out default: the cache folder of the artifact's hash and this export format (reused when it holds this artifact's
+    IR); an `out` holding an IR of another format version is refused (export again, into a new folder).
     """
     ov = require_openvino()
     digest = artifact_hash(quantized)

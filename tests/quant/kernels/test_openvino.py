@@ -3,6 +3,7 @@ layers u8 x i8 (OpenVINO's executed graph says so), and refuses IR that is not t
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -265,6 +266,29 @@ def test_ir_of_another_artifact_or_damaged_is_refused(exported, tiny_sd_dir, tmp
     assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
 
 
+def _as_older_format(ir, dest):
+    old = shutil.copytree(ir, dest)
+    meta = json.loads((old / pov.IR_META).read_text())
+    (old / pov.IR_META).write_text(json.dumps({**meta, "format_version": pov.FORMAT_VERSION - 1}))
+    return old
+
+
+def test_cached_ir_of_an_older_format_is_not_found_and_exported_anew(exported, tmp_path, monkeypatch):
+    """The cache folder names the format version: an older pcr's export of the same artifact (the same hash) sits
+    beside it, untouched, and a fresh IR is made; an explicit folder with an older export is refused."""
+    quantized, ir = exported
+    monkeypatch.setenv("PCR_CACHE", str(tmp_path / "cache"))
+    digest = pov.artifact_hash(quantized)
+    old = _as_older_format(ir, tmp_path / "cache" / "openvino" / digest[:16])  # where format 1 cached it
+    assert pov.default_ir_dir(digest) == tmp_path / "cache" / "openvino" / f"v{pov.FORMAT_VERSION}" / digest[:16]
+    folder = pov.export_openvino(quantized)
+    assert folder == pov.default_ir_dir(digest) and pov.check_ir(folder, digest)["format_version"] == pov.FORMAT_VERSION
+    assert json.loads((old / pov.IR_META).read_text())["format_version"] == pov.FORMAT_VERSION - 1
+    explicit = _as_older_format(ir, tmp_path / "explicit")
+    with pytest.raises(StoreError, match=f"version {pov.FORMAT_VERSION - 1}, this pcr reads .* version {pov.FORMAT_VERSION}: export again"):
+        pov.export_openvino(quantized, explicit)
+
+
 def test_missing_openvino_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'pcr\[openvino\]'"):
@@ -294,5 +318,6 @@ def test_generate_stage_runs_the_openvino_route(exported, tiny_sd_dir, small_par
                          generate={"kernels": kernels})
         generate(p, quantized, tmp_path / "ref.zarr", tmp_path / f"{kernels}.zarr", progress=False)
         images[kernels] = zarr.open_group(str(tmp_path / f"{kernels}.zarr"), mode="r")["images/standard"][:]
-    assert [p.name for p in (tmp_path / "cache" / "openvino").iterdir()] == [pov.artifact_hash(quantized)[:16]]
+    assert [p.name for p in (tmp_path / "cache" / "openvino").iterdir()] == [f"v{pov.FORMAT_VERSION}"]
+    assert [p.name for p in (tmp_path / "cache" / "openvino" / f"v{pov.FORMAT_VERSION}").iterdir()] == [pov.artifact_hash(quantized)[:16]]
     assert _psnr(images["openvino"] / 255, images["fake"] / 255) >= 40
