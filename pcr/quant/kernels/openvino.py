@@ -120,6 +120,7 @@ class ExportLayer(nn.Module):
         self.step_input, self.conv = step, isinstance(m, QConv2d)
         if self.conv:
             self.stride, self.padding, self.dilation, self.groups = m.stride, m.padding, m.dilation, m.groups
+        self.padded = self.conv and any(self.padding)  # int8: the conv zero-pads u, R_in corrects (module docstring)
         a = m.input_quant
         self.int8, self.why = int8_support(m)
         bias = m.bias.detach().float() if m.bias is not None else torch.zeros(m.weight_scale.numel())
@@ -152,7 +153,6 @@ class ExportLayer(nn.Module):
         self.register_buffer("zp_scale", sw * dw if self.weight_zp else torch.zeros(0))
         if self.weight_zp and self.conv:
             self.register_buffer("ones", torch.ones(1, 1, *w8.shape[2:]))
-        self.padded = self.conv and any(self.padding)
         if self.padded:  # W_hat summed over input channels, for R_in
             self.register_buffer("w_rowsum", w_hat.sum(1, keepdim=True))  # [C_out, 1, kh, kw]
             self.register_buffer("bias", bias)

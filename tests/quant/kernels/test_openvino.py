@@ -61,6 +61,7 @@ def _layer(kind: str, weight_bits: int, weight_symmetric: bool, bits: tuple[int,
     ("linear", 8, False, (8, 8, 8), True),
     ("linear", 8, True, (6, 6, 6), True),  # symmetric weights, 6-bit activations: a 64-level FakeQuantize
     ("linear", 8, False, (8, 10, 8), False),  # a relaxed 10-bit step: the layer stays fake (float32)
+    ("conv", 8, False, (8, 10, 8), False),  # the same, padded by its conv in float (a padded 0 stays 0)
 ])
 def test_export_layer_agrees_with_the_fake_layer_at_every_step(ov, kind, weight_bits, weight_symmetric, bits, int8):
     q, counter = _layer(kind, weight_bits, weight_symmetric, bits)
