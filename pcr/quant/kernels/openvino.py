@@ -8,16 +8,24 @@ The export is a function of the artifact only (load_quantized, never the calibra
 quantized layer becomes, with k the step index (a model input, gathered from per-step tables: one
 compiled model serves every step) and u = q - q_min the unsigned b-bit codes:
 
-    x' = x (1/s_k) + z_k                        (conv: x zero-padded first, so a padded 0 has code z_k)
+    x' = x (1/s_k) + z_k
     u  = FakeQuantize(min(x', 2^b - 1), [0, 255], 256 levels)   constant range: OpenVINO's low-precision
                                                            transformations make it a u8 tensor
-    y' = conv / matmul(u, w' s_w)                          int8 weights w', per-channel scale: u8 x i8
-    y  = s_k (y' - s_w d_w S(u)) + (b - s_k z_k R)         R = rowsum of W_hat; (b - s_k z_k R) a [T, C] table
+    y' = conv / matmul(u, w' s_w)                          int8 weights w', per-channel scale: u8 x i8; the
+                                                           conv zero-pads u itself (no Pad node): a padded code is 0
+    y  = s_k (y' - s_w d_w S(u)) + (b - s_k z_k R)         linear, unpadded conv: R = rowsum of W_hat, a [T, C] table
+    y  = s_k (y' - s_w d_w S(u)) + b - s_k z_k R_in        padded conv: R_in[c, h, w] = the sum of W_hat[c] over the
+                                                           window positions inside the input at output (h, w)
 
     sum_i (q_i - z_k) W_hat_ci = s_w[c] (sum_i u_i w'_ci - d_w[c] S) - z_k R_c,  W_hat = s_w (w' - d_w)
 
+summed over the window positions inside the input (a padded x = 0 has q = z_k: no term); with u zero-padded, the
+conv sums over the inside positions only, so R_c becomes R_in (a conv of ones over the input's [H, W] with
+W_hat summed over input channels, the conv's stride, padding, dilation: a constant once the compiled shapes are
+static, one per output position; grouped convs alike, as every output channel sums its own group). S, the window
+sum of the zero-padded u, is already the sum over inside positions.
 w' = q_w - z_w when it fits int8 (symmetric or <= 7-bit weights, d_w = 0), else q_w - 128 with d_w =
-z_w - 128 and S the window sum of u (OpenVINO's CPU plugin runs no int8 kernel with weight zero points).
+z_w - 128 (OpenVINO's CPU plugin runs no int8 kernel with weight zero points).
 Layers the route cannot run exactly in int8 (a step above 8 bits, grouped convolutions with 8-bit
 asymmetric weights, activation quantizer off) stay fake-quantized inside the same model, in float32, by
 name in the summary. The float parts run in float32 (`precision="f32"`, the default: agreement with
@@ -50,7 +58,7 @@ from pcr.quant.step import STEP_COUNTER, StepCounter, step_counter
 EXTRA = "openvino"  # pyproject optional extra
 IR_XML, IR_BIN, IR_META = "unet.xml", "unet.bin", "pcr_openvino.json"
 FORMAT = "pcr-openvino-unet"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border
 INT8_MAX_BITS = 8
 U8_TOP = 255
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
@@ -112,6 +120,7 @@ class ExportLayer(nn.Module):
         self.step_input, self.conv = step, isinstance(m, QConv2d)
         if self.conv:
             self.stride, self.padding, self.dilation, self.groups = m.stride, m.padding, m.dilation, m.groups
+        self.padded = self.conv and any(self.padding)  # int8: the conv zero-pads u, R_in corrects (module docstring)
         a = m.input_quant
         self.int8, self.why = int8_support(m)
         bias = m.bias.detach().float() if m.bias is not None else torch.zeros(m.weight_scale.numel())
@@ -144,21 +153,24 @@ class ExportLayer(nn.Module):
         self.register_buffer("zp_scale", sw * dw if self.weight_zp else torch.zeros(0))
         if self.weight_zp and self.conv:
             self.register_buffer("ones", torch.ones(1, 1, *w8.shape[2:]))
-
-    def _pad(self, x: Tensor) -> Tensor:
-        ph, pw = self.padding
-        return F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+        if self.padded:  # W_hat summed over input channels, for R_in
+            self.register_buffer("w_rowsum", w_hat.sum(1, keepdim=True))  # [C_out, 1, kh, kw]
+            self.register_buffer("bias", bias)
 
     def _op(self, x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
         if self.conv:
-            return F.conv2d(x, w, bias, self.stride, 0, self.dilation, self.groups)
+            return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation, self.groups)
         return F.linear(x, w, bias)
+
+    def _valid_rowsum(self, x: Tensor) -> Tensor:
+        """R_in [1, C_out, H_out, W_out]: per output position, W_hat summed over the window positions inside x
+        (from x's shape only: a constant of the compiled model once its shapes are static)."""
+        ones = x.new_ones((1, 1, x.shape[-2], x.shape[-1]))
+        return F.conv2d(ones, self.w_rowsum, None, self.stride, self.padding, self.dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.step_input.k  # [1] int64
-        if self.conv:
-            x = self._pad(x)
-        if not self.int8:
+        if not self.int8:  # zero padding by the conv: a padded 0 is the code 0 in float
             c = torch.round(x * self.inv_scale.index_select(0, k))
             c = torch.minimum(torch.maximum(c, self.lo.index_select(0, k)), self.hi.index_select(0, k))
             return self._op(c * self.scale.index_select(0, k), self.weight, self.bias)
@@ -172,10 +184,13 @@ class ExportLayer(nn.Module):
         y = self._op(u, self.w8.float() * self.w_scale.reshape(shape))  # i8 weights, per-channel dequantization
         if self.weight_zp:  # window sums of u: s_w d_w S
             if self.conv:
-                win = F.conv2d(u.sum(1, keepdim=True), self.ones, None, self.stride, 0, self.dilation)
+                win = F.conv2d(u.sum(1, keepdim=True), self.ones, None, self.stride, self.padding, self.dilation)
                 y = y - win * self.zp_scale.reshape(1, -1, 1, 1)
             else:
                 y = y - u.sum(-1, keepdim=True) * self.zp_scale
+        if self.padded:  # s_k (y' - z_k R_in) + b: padded codes are 0, not z_k
+            y = y - self.zu.index_select(0, k) * self._valid_rowsum(x)
+            return y * self.scale.index_select(0, k) + self.bias.reshape(1, -1, 1, 1)
         offset = self.offset.index_select(0, k)  # [1, C_out]
         if self.conv:
             offset = offset.reshape(1, -1, 1, 1)
@@ -226,9 +241,10 @@ def artifact_hash(quantized: str | Path) -> str:
 
 
 def default_ir_dir(digest: str) -> Path:
-    """$PCR_CACHE (default $XDG_CACHE_HOME/pcr, ~/.cache/pcr) / openvino / the artifact's hash."""
+    """$PCR_CACHE (default $XDG_CACHE_HOME/pcr, ~/.cache/pcr) / openvino / v<FORMAT_VERSION> / the artifact's hash:
+    an IR cached by a pcr of another export format is not found there (a new one is exported beside it)."""
     root = Path(os.environ.get("PCR_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pcr"))
-    return root / "openvino" / digest[:16]
+    return root / "openvino" / f"v{FORMAT_VERSION}" / digest[:16]
 
 
 def _example_inputs(config: dict, batch: int = 2) -> dict[str, Tensor]:
@@ -250,7 +266,8 @@ def _example_inputs(config: dict, batch: int = 2) -> dict[str, Tensor]:
 def export_openvino(quantized: str | Path, out: str | Path | None = None) -> Path:
     """The artifact's UNet as OpenVINO IR (unet.xml/.bin + pcr_openvino.json) in `out`; returns the folder.
 
-    out default: the cache folder of the artifact's hash (reused when it holds this artifact's IR).
+    out default: the cache folder of the artifact's hash and this export format (reused when it holds this artifact's
+    IR); an `out` holding an IR of another format version is refused (export again, into a new folder).
     """
     ov = require_openvino()
     digest = artifact_hash(quantized)

@@ -3,6 +3,7 @@ layers u8 x i8 (OpenVINO's executed graph says so), and refuses IR that is not t
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -60,6 +61,7 @@ def _layer(kind: str, weight_bits: int, weight_symmetric: bool, bits: tuple[int,
     ("linear", 8, False, (8, 8, 8), True),
     ("linear", 8, True, (6, 6, 6), True),  # symmetric weights, 6-bit activations: a 64-level FakeQuantize
     ("linear", 8, False, (8, 10, 8), False),  # a relaxed 10-bit step: the layer stays fake (float32)
+    ("conv", 8, False, (8, 10, 8), False),  # the same, padded by its conv in float (a padded 0 stays 0)
 ])
 def test_export_layer_agrees_with_the_fake_layer_at_every_step(ov, kind, weight_bits, weight_symmetric, bits, int8):
     q, counter = _layer(kind, weight_bits, weight_symmetric, bits)
@@ -81,6 +83,90 @@ def test_export_layer_agrees_with_the_fake_layer_at_every_step(ov, kind, weight_
         err = (y - ref).abs()
         # the same codes up to a rare half-way rounding (OpenVINO's FakeQuantize computes x / 255 * 255): one code
         # step of one input moves an output by s_x |w| <= 1e-2 of its range; a wrong step or zero point by O(1)
+        assert float(err.max()) <= 2e-2 * float(ref.abs().max()), (k, float(err.max()))
+        assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (k, float(err.mean()))
+
+
+def _op_types(ov, model, tmp_path) -> set[str]:
+    """The op types of `model` as saved to IR and read back."""
+    ov.save_model(model, tmp_path / "m.xml", compress_to_fp16=False)
+    return {op.get_type_name() for op in ov.Core().read_model(tmp_path / "m.xml").get_ops()}
+
+
+def _run(ov, model, x: torch.Tensor, k: int, static: bool) -> torch.Tensor:
+    if static:
+        model.reshape({model.inputs[0]: list(x.shape), model.inputs[1]: [1]})
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    return torch.from_numpy(compiled([x.numpy(), np.array([k])])[0])
+
+
+@pytest.mark.parametrize(("conv", "weight_bits", "weight_symmetric"), [
+    ({"padding": 1, "stride": 2}, 8, False),  # window sums of the zero-padded codes, stride 2
+    ({"padding": 1}, 8, True),
+    ({"padding": 2, "dilation": 2}, 4, False),
+    ({"padding": (1, 0)}, 8, True),  # padded in height only
+    ({"padding": 1, "groups": 4}, 8, True),  # grouped: each output channel's R_in sums its own group's weights
+])
+def test_padded_conv_runs_without_pad_nodes_and_agrees_at_the_border(ov, tmp_path, conv, weight_bits, weight_symmetric):
+    """The conv zero-pads the u codes (a padded code is 0, not z_k) and R_in corrects it; large zero points
+    (ranges mostly below 0) make a border off by z_k R far outside the tolerance."""
+    torch.manual_seed(0)
+    ranges = [(-3.5, 0.5), (-0.2, 3.0), (-6.0, 0.1)]  # u's zero points ~223, ~16, ~251
+    counter = StepCounter([float(t) for t in range(len(ranges))])
+    q = QConv2d.from_module(nn.Conv2d(8, 16, 3, **conv), num_steps=len(ranges), weight_bits=weight_bits, act_bits=8,
+                            weight_symmetric=weight_symmetric, act_symmetric=False, observer=get_observer("minmax"),
+                            counter=counter)
+    for k, (lo, hi) in enumerate(ranges):
+        q.input_quant.set_step(k, torch.tensor(lo), torch.tensor(hi))
+    layer = pov.ExportLayer(q, pov._StepInput())
+    assert layer.int8 and layer.padded, layer.why
+    x = torch.rand(2, 8, 11, 10) * 4 - 3
+    model = ov.convert_model(_OneLayer(layer).eval(), example_input=(x, torch.zeros(1, dtype=torch.long)))
+    types = _op_types(ov, model, tmp_path)
+    assert "Pad" not in types and "Convolution" in types, types
+    for static in (False, True):  # dynamic shapes as exported, static as OpenVINOUNet compiles them
+        for k in range(len(ranges)):
+            with counter.pin(k), torch.no_grad():
+                ref = q(x)
+            y = _run(ov, model.clone(), x, k, static)
+            err = (y - ref).abs()
+            assert float(err.max()) <= 2e-2 * float(ref.abs().max()), (static, k, float(err.max()))
+            assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (static, k, float(err.mean()))
+            border = torch.cat([err[..., 0, :].flatten(), err[..., -1, :].flatten(), err[..., 0].flatten(), err[..., -1].flatten()])
+            assert float(border.mean()) <= 1e-4 * float(ref.abs().max()), (static, k, float(border.mean()))
+
+
+class _QKV(nn.Module):
+    def __init__(self, layers, step):
+        super().__init__()
+        self.layers, self.step = nn.ModuleList(layers), step
+
+    def forward(self, x, k):
+        self.step.k = k
+        return torch.cat([m(x) for m in self.layers], -1)
+
+
+def test_qkv_projections_of_one_tensor_with_equal_steps_agree(ov):
+    """q, k, v read one tensor through equal activation quantizers (OpenVINO may merge them into one)."""
+    torch.manual_seed(0)
+    bits = (8, 8, 8)
+    counter = StepCounter([float(t) for t in range(len(bits))])
+    scale, zp, b = act_state(bits)
+    qs = []
+    for _ in range(3):
+        q = QLinear.from_module(nn.Linear(24, 16), num_steps=len(bits), weight_bits=8, act_bits=8, weight_symmetric=False,
+                                act_symmetric=False, observer=get_observer("minmax"), counter=counter)
+        for k in range(len(bits)):
+            q.input_quant.set_step_params(k, scale[k], zp[k], int(b[k]))
+        qs.append(q)
+    step = pov._StepInput()
+    x = 2 * torch.randn(2, 5, 24)
+    model = ov.convert_model(_QKV([pov.ExportLayer(q, step) for q in qs], step).eval(),
+                             example_input=(x, torch.zeros(1, dtype=torch.long)))
+    for k in range(len(bits)):
+        with counter.pin(k), torch.no_grad():
+            ref = torch.cat([q(x) for q in qs], -1)
+        err = (_run(ov, model.clone(), x, k, static=True) - ref).abs()
         assert float(err.max()) <= 2e-2 * float(ref.abs().max()), (k, float(err.max()))
         assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (k, float(err.mean()))
 
@@ -145,6 +231,12 @@ def test_openvino_pipeline_gives_the_fake_images(exported, tiny_sd_dir, capsys):
         pipe(PROMPTS, num_inference_steps=7, output_type="np")
 
 
+def test_exported_unet_has_no_pad_nodes(ov, exported):
+    """Every padded conv zero-pads its u codes itself: no Pad node in front of the 3x3 convs."""
+    types = {op.get_type_name() for op in ov.Core().read_model(exported[1] / pov.IR_XML).get_ops()}
+    assert "Convolution" in types and "Pad" not in types, sorted(types)
+
+
 def test_relaxed_steps_stay_fake_by_name(ov, tiny_sd_dir, tmp_path):
     """Layers with a step above 8 bits stay fake-quantized in float32 inside the model (their agreement: the layer test)."""
     wrapper = pov.ExportUNet(load_quantized(_export(tiny_sd_dir, tmp_path / "quantized", bits=10)))
@@ -173,6 +265,29 @@ def test_ir_of_another_artifact_or_damaged_is_refused(exported, tiny_sd_dir, tmp
     with pytest.raises(StoreError, match="exists and is not a pcr OpenVINO export"):  # never written over
         pov.export_openvino(quantized, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
+
+
+def _as_older_format(ir, dest):
+    old = shutil.copytree(ir, dest)
+    meta = json.loads((old / pov.IR_META).read_text())
+    (old / pov.IR_META).write_text(json.dumps({**meta, "format_version": pov.FORMAT_VERSION - 1}))
+    return old
+
+
+def test_cached_ir_of_an_older_format_is_not_found_and_exported_anew(exported, tmp_path, monkeypatch):
+    """The cache folder names the format version: an older pcr's export of the same artifact (the same hash) sits
+    beside it, untouched, and a fresh IR is made; an explicit folder with an older export is refused."""
+    quantized, ir = exported
+    monkeypatch.setenv("PCR_CACHE", str(tmp_path / "cache"))
+    digest = pov.artifact_hash(quantized)
+    old = _as_older_format(ir, tmp_path / "cache" / "openvino" / digest[:16])  # where format 1 cached it
+    assert pov.default_ir_dir(digest) == tmp_path / "cache" / "openvino" / f"v{pov.FORMAT_VERSION}" / digest[:16]
+    folder = pov.export_openvino(quantized)
+    assert folder == pov.default_ir_dir(digest) and pov.check_ir(folder, digest)["format_version"] == pov.FORMAT_VERSION
+    assert json.loads((old / pov.IR_META).read_text())["format_version"] == pov.FORMAT_VERSION - 1
+    explicit = _as_older_format(ir, tmp_path / "explicit")
+    with pytest.raises(StoreError, match=f"version {pov.FORMAT_VERSION - 1}, this pcr reads .* version {pov.FORMAT_VERSION}: export again"):
+        pov.export_openvino(quantized, explicit)
 
 
 def test_missing_openvino_names_the_extra(monkeypatch):
@@ -204,5 +319,6 @@ def test_generate_stage_runs_the_openvino_route(exported, tiny_sd_dir, small_par
                          generate={"kernels": kernels})
         generate(p, quantized, tmp_path / "ref.zarr", tmp_path / f"{kernels}.zarr", progress=False)
         images[kernels] = zarr.open_group(str(tmp_path / f"{kernels}.zarr"), mode="r")["images/standard"][:]
-    assert [p.name for p in (tmp_path / "cache" / "openvino").iterdir()] == [pov.artifact_hash(quantized)[:16]]
+    assert [p.name for p in (tmp_path / "cache" / "openvino").iterdir()] == [f"v{pov.FORMAT_VERSION}"]
+    assert [p.name for p in (tmp_path / "cache" / "openvino" / f"v{pov.FORMAT_VERSION}").iterdir()] == [pov.artifact_hash(quantized)[:16]]
     assert _psnr(images["openvino"] / 255, images["fake"] / 255) >= 40
