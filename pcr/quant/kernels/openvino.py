@@ -140,7 +140,6 @@ class ExportLayer(nn.Module):
         sw = m.weight_scale.detach().float()
         shape = (-1,) + (1,) * (w8.dim() - 1)
         w_hat = (w8.float() - dw.reshape(shape)) * sw.reshape(shape)
-        r = w_hat.flatten(1).sum(1)  # [C_out] R
         zu = (z - q_min).float()  # zero point of the unsigned codes u = q - q_min
         top = (q_max - q_min).float()  # largest unsigned code per step: 2^b - 1
         # one 256-level FakeQuantize (fewer levels are not taken for u8 by OpenVINO); narrower codes clamped before it
@@ -148,7 +147,6 @@ class ExportLayer(nn.Module):
         self.register_buffer("zu", zu)
         self.register_buffer("w8", w8)
         self.register_buffer("w_scale", sw)
-        self.register_buffer("offset", bias[None, :] - (s * zu)[:, None] * r[None, :])  # [T, C_out]
         self.weight_zp = bool(dw.abs().max() > 0)
         self.register_buffer("zp_scale", sw * dw if self.weight_zp else torch.zeros(0))
         if self.weight_zp and self.conv:
@@ -156,6 +154,9 @@ class ExportLayer(nn.Module):
         if self.padded:  # W_hat summed over input channels, for R_in
             self.register_buffer("w_rowsum", w_hat.sum(1, keepdim=True))  # [C_out, 1, kh, kw]
             self.register_buffer("bias", bias)
+        else:  # (b - s_k z_k R) per step, R = rowsum of W_hat
+            r = w_hat.flatten(1).sum(1)  # [C_out]
+            self.register_buffer("offset", bias[None, :] - (s * zu)[:, None] * r[None, :])  # [T, C_out]
 
     def _op(self, x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
         if self.conv:

@@ -15,7 +15,7 @@ other steps of the same run search theirs.
 
 from torch import Tensor
 
-from pcr.quant.observers import Observer, get_observer, minmax, mse, register_observer  # noqa: F401 (registers both)
+from pcr.quant.observers import Observer, get_observer, register_observer
 from pcr.stats.running import RunningStats
 
 MSE_BELOW_BITS = 8  # bitwidths under this search their range; the rest keep everything seen
