@@ -43,13 +43,15 @@ def load_scheduler(quantized_path: str | Path) -> SchedulerMixin:
 
 
 def load_pipeline(model_path: str | Path, quantized_path: str | Path, kernels: str = "fake",
-                  openvino_dir: str | Path | None = None, **from_pretrained_kwargs: Any) -> DiffusionPipeline:
+                  openvino_dir: str | Path | None = None, openvino_precision: str = "f32",
+                  **from_pretrained_kwargs: Any) -> DiffusionPipeline:
     """A stock StableDiffusionPipeline / StableDiffusionXLPipeline with the quantized UNet and calibrated scheduler.
 
     from_pretrained_kwargs go to the pipeline's `from_pretrained` (e.g. `torch_dtype=torch.float16`);
     the UNet is cast to that dtype too, its quantization scales stay float32. Local files only.
     kernels: "fake" | "int" (layers the int path cannot run stay fake, named in the printed summary) |
-    "openvino" (float32 pipeline on the CPU; openvino_dir: where the IR is written / read).
+    "openvino" (float32 pipeline on the CPU; openvino_dir: where the IR is written / read; openvino_precision: the
+    UNet's float parts in "f32" or "bf16", as `OpenVINOUNet.load`).
     """
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} is not allowed: choose one of {list(KERNELS)}")
@@ -57,7 +59,7 @@ def load_pipeline(model_path: str | Path, quantized_path: str | Path, kernels: s
     QuantMap.load(Path(quantized_path) / QUANT_CONFIG)  # a bad artifact fails before any weight is read
     dtype = from_pretrained_kwargs.get(DTYPE_KWARG, from_pretrained_kwargs.get("torch_dtype"))
     if kernels in WHOLE_UNET:
-        unet = load_unet_on(kernels, quantized_path, openvino_dir)
+        unet = load_unet_on(kernels, quantized_path, openvino_dir, openvino_precision)
     else:
         unet = load_quantized(quantized_path, dtype=dtype if isinstance(dtype, torch.dtype) else None)
     kwargs: dict[str, Any] = {"local_files_only": True, **from_pretrained_kwargs}
@@ -71,8 +73,9 @@ def load_pipeline(model_path: str | Path, quantized_path: str | Path, kernels: s
     return pipe
 
 
-def load_unet_on(kernels: str, quantized_path: str | Path, ir_dir: str | Path | None = None) -> torch.nn.Module:
+def load_unet_on(kernels: str, quantized_path: str | Path, ir_dir: str | Path | None = None,
+                 precision: str = "f32") -> torch.nn.Module:
     """The UNet of a whole-UNet backend (kernels in WHOLE_UNET), compiled from the artifact."""
     from pcr.quant.kernels.openvino import load_openvino_unet
 
-    return load_openvino_unet(quantized_path, ir_dir, threads=torch.get_num_threads())
+    return load_openvino_unet(quantized_path, ir_dir, threads=torch.get_num_threads(), precision=precision)

@@ -82,7 +82,8 @@ ROW_BASE = {  # every setting any row changes, so no row inherits the last one's
     "model.steps": 25, "quant.format": "int", "quant.weight_bits": 8, "quant.act_bits": 8, "quant.weight_method": "rtn",
     "quant.weight_observer": "mse", "quant.act_observer": "minmax", "quant.ema_constant": 0.01,
     "calibrate.mode": "progressive", "calibrate.objective": "ranges", "relax.fraction": 0.0, "relax.where": "x0",
-    "generate.kernels": "fake", "quant.recon.iterations": ADAROUND_ITERATIONS,
+    "generate.kernels": "fake", "generate.openvino_precision": "f32", "quant.weight_symmetric": False,
+    "quant.recon.iterations": ADAROUND_ITERATIONS,
 }
 
 
@@ -95,6 +96,9 @@ def rows() -> list[tuple[str, dict[str, object]]]:
     for a in (8, 6, 4):
         out += [_row(f"W8A{a} {mode}", {"quant.act_bits": a, "calibrate.mode": mode}) for mode in ("shared", "fp32", "progressive")]
     out.append(_row("W8A8 progressive (openvino kernels)", {"generate.kernels": "openvino"}))  # as a CPU user runs it
+    bf16 = {"generate.kernels": "openvino", "generate.openvino_precision": "bf16"}  # the fast CPU route (issue 22)
+    out += [_row("W8A8 progressive (openvino kernels, bf16)", bf16), _row("W8A8 progressive symmetric weights", {"quant.weight_symmetric": True}),
+            _row("W8A8 progressive symmetric weights (openvino kernels, bf16)", {**bf16, "quant.weight_symmetric": True})]
     for fraction, wheres in ((0.2, ("x0", "xT", "auto")), (0.05, ("x0", "auto"))):
         out += [_row(f"W8A8 progressive + relax {round(fraction * 100)}% {w}", {"relax.fraction": fraction, "relax.where": w})
                 for w in wheres]

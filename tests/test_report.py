@@ -10,6 +10,8 @@ def test_rows_cover_the_issue_table():
     assert {f"W8A8 progressive + relax 20% {w}" for w in ("x0", "xT", "auto")} <= set(table)
     assert {"W4A8 progressive", "W4A8 progressive adaround"} <= set(table)
     assert table["W8A8 progressive + relax 20% xT"]["relax.where"] == "xT"
+    fast = table["W8A8 progressive symmetric weights (openvino kernels, bf16)"]  # the CPU route as the fast user runs it
+    assert (fast["generate.kernels"], fast["generate.openvino_precision"], fast["quant.weight_symmetric"]) == ("openvino", "bf16", True)
     keys = set().union(*table.values())
     assert all(set(o) == keys for o in table.values())  # every row sets what any row changes: rows don't inherit
     paper = table["paper W4A8 T50 fp32"]

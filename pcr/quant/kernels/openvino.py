@@ -429,6 +429,8 @@ def _first_line(e: Exception) -> str:
 def load_openvino_unet(quantized: str | Path, ir: str | Path | None = None, threads: int | None = None,
                        precision: str = "f32") -> OpenVINOUNet:
     """Export the artifact (or reuse its cached / given IR) and load the compiled UNet."""
+    if precision not in PRECISIONS:  # before the export: a bad value costs nothing
+        raise ValueError(f"precision={precision!r} is not allowed: choose one of {list(PRECISIONS)}")
     digest = artifact_hash(quantized)
     folder = export_openvino(quantized, ir)
     return OpenVINOUNet.load(folder, threads=threads, precision=precision, digest=digest)

@@ -231,6 +231,21 @@ def test_openvino_pipeline_gives_the_fake_images(exported, tiny_sd_dir, capsys):
         pipe(PROMPTS, num_inference_steps=7, output_type="np")
 
 
+def test_bf16_float_parts_on_request_and_a_bad_precision_refused_before_any_export(ov, exported, tiny_sd_dir, tmp_path):
+    quantized, ir = exported
+    fake = _images(pcr.load_pipeline(tiny_sd_dir, quantized))
+    pipe = pcr.load_pipeline(tiny_sd_dir, quantized, kernels="openvino", openvino_dir=ir, openvino_precision="bf16")
+    assert pipe.unet.ov_config["INFERENCE_PRECISION_HINT"] == "bf16"
+    images = _images(pipe)
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):  # else OpenVINO runs f32 anyway
+        executed = {op.get_rt_info()["runtimePrecision"].astype(str) for op in pipe.unet.compiled.get_runtime_model().get_ordered_ops()}
+        assert "bf16" in executed, executed
+    assert 25 <= _psnr(images, fake) < float("inf")
+    with pytest.raises(ValueError, match=r"precision='fp16' is not allowed: choose one of \['f32', 'bf16'\]"):
+        pcr.load_pipeline(tiny_sd_dir, quantized, kernels="openvino", openvino_dir=tmp_path / "ir", openvino_precision="fp16")
+    assert not (tmp_path / "ir").exists()
+
+
 def test_exported_unet_has_no_pad_nodes(ov, exported):
     """Every padded conv zero-pads its u codes itself: no Pad node in front of the 3x3 convs."""
     types = {op.get_type_name() for op in ov.Core().read_model(exported[1] / pov.IR_XML).get_ops()}
