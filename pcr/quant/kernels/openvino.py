@@ -6,24 +6,33 @@
 
 The export is a function of the artifact only (load_quantized, never the calibration objects). Every
 quantized layer becomes, with k the step index (a model input, gathered from per-step tables: one
-compiled model serves every step) and u = q - q_min the unsigned b-bit codes:
+compiled model serves every step), u = q - q_min the unsigned b-bit codes, z_k the step's zero point in u codes and
+c the layer's u8 zero point (a constant: median_k z_k, 127 for 128):
 
-    x' = x (1/s_k) + z_k
-    u  = FakeQuantize(min(x', 2^b - 1), [0, 255], 256 levels)   constant range: OpenVINO's low-precision
-                                                           transformations make it a u8 tensor
-    y' = conv / matmul(u, w' s_w)                          int8 weights w', per-channel scale: u8 x i8; the
-                                                           conv zero-pads u itself (no Pad node): a padded code is 0
-    y  = s_k (y' - s_w d_w S(u)) + (b - s_k z_k R)         linear, unpadded conv: R = rowsum of W_hat, a [T, C] table
-    y  = s_k (y' - s_w d_w S(u)) + b - s_k z_k R_in        padded conv: R_in[c, h, w] = the sum of W_hat[c] over the
+    x' = x (1/s_k) + (z_k - c)
+    v  = FakeQuantize(min(x', 2^b - 1 - c), [-c, 255 - c], 256 levels)   v = u - c; a constant range: OpenVINO's
+                                                           low-precision transformations make it a u8 tensor with
+                                                           zero point c, which the int8 kernel subtracts in int32
+    y' = conv / matmul(v, w' s_w)                          int8 weights w', per-channel scale: u8 x i8; the
+                                                           conv zero-pads v itself (no Pad node): a padded v is 0
+    y  = s_k (y' - s_w d_w S(v)) + (b - s_k (z_k - c) R)   linear, unpadded conv: R = rowsum of W_hat, a [T, C] table
+    y  = s_k (y' - s_w d_w S(v)) + b - s_k (z_k - c) R_in  padded conv: R_in[o, h, w] = the sum of W_hat[o] over the
                                                            window positions inside the input at output (h, w)
 
-    sum_i (q_i - z_k) W_hat_ci = s_w[c] (sum_i u_i w'_ci - d_w[c] S) - z_k R_c,  W_hat = s_w (w' - d_w)
+    sum_i (q_i - z) W_hat_oi = s_w[o] (sum_i v_i w'_oi - d_w[o] S(v)) - (z_k - c) R_o,  W_hat = s_w (w' - d_w)
 
-summed over the window positions inside the input (a padded x = 0 has q = z_k: no term); with u zero-padded, the
-conv sums over the inside positions only, so R_c becomes R_in (a conv of ones over the input's [H, W] with
+summed over the window positions inside the input (a padded x = 0 has q = z: no term); with v zero-padded, the
+conv sums over the inside positions only, so R_o becomes R_in (a conv of ones over the input's [H, W] with
 W_hat summed over input channels, the conv's stride, padding, dilation: a constant once the compiled shapes are
-static, one per output position; grouped convs alike, as every output channel sums its own group). S, the window
-sum of the zero-padded u, is already the sum over inside positions.
+static, one per output position; grouped convs alike, as every output channel sums its own group). S(v), the window
+sum of the zero-padded v, is already the sum over inside positions.
+Why c (format 3): with zero-point-free u8 codes (format 2) the kernel's output carried z_k R, which only the float
+offset took away again; in bf16 that cancellation lost most of an output's bits where R is large (27% relative
+error on a conv with shifted weights, tests). The kernel now takes c away exactly; only the remainder (z_k - c) R,
+small where the zero point moves little over the steps, goes through the float rescale. c is never 128: codes
+in [-128, 127] read as a signed i8 tensor, which the CPU plugin runs in float. OpenVINO's PyTorch frontend writes
+the shifted range as FakeQuantize(in [0, 255], out [-c, 255 - c]); `shift_fake_quantize` rewrites it into the
+form the transformations read as u8 with a zero point (in = out, NNCF's form).
 w' = q_w - z_w when it fits int8 (symmetric or <= 7-bit weights, d_w = 0), else q_w - 128 with d_w =
 z_w - 128 (OpenVINO's CPU plugin runs no int8 kernel with weight zero points).
 Layers the route cannot run exactly in int8 (a step above 8 bits, grouped convolutions with 8-bit
@@ -58,7 +67,7 @@ from pcr.quant.step import STEP_COUNTER, StepCounter, step_counter
 EXTRA = "openvino"  # pyproject optional extra
 IR_XML, IR_BIN, IR_META = "unet.xml", "unet.bin", "pcr_openvino.json"
 FORMAT = "pcr-openvino-unet"
-FORMAT_VERSION = 2  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border
+FORMAT_VERSION = 3  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border; 3: u8 zero point c
 INT8_MAX_BITS = 8
 U8_TOP = 255
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
@@ -141,10 +150,14 @@ class ExportLayer(nn.Module):
         shape = (-1,) + (1,) * (w8.dim() - 1)
         w_hat = (w8.float() - dw.reshape(shape)) * sw.reshape(shape)
         zu = (z - q_min).float()  # zero point of the unsigned codes u = q - q_min
-        top = (q_max - q_min).float()  # largest unsigned code per step: 2^b - 1
+        # c: the layer's u8 zero point, a constant the int8 kernel subtracts in int32 (module docstring)
+        self.c = int(zu.median().round())
+        if self.c == U8_TOP // 2 + 1:  # [-128, 127] reads as a signed i8 tensor, which the CPU runs in float
+            self.c -= 1
+        top = (q_max - q_min).float() - self.c  # largest v = u - c per step: 2^b - 1 - c
         # one 256-level FakeQuantize (fewer levels are not taken for u8 by OpenVINO); narrower codes clamped before it
-        self.top = None if bool((top == U8_TOP).all()) else float(top[0]) if bool((top == top[0]).all()) else top
-        self.register_buffer("zu", zu)
+        self.top = None if bool((top == U8_TOP - self.c).all()) else float(top[0]) if bool((top == top[0]).all()) else top
+        self.register_buffer("zu", zu - self.c)  # z_k - c in codes: the per-step remainder of the zero point
         self.register_buffer("w8", w8)
         self.register_buffer("w_scale", sw)
         self.weight_zp = bool(dw.abs().max() > 0)
@@ -156,7 +169,7 @@ class ExportLayer(nn.Module):
             self.register_buffer("bias", bias)
         else:  # (b - s_k z_k R) per step, R = rowsum of W_hat
             r = w_hat.flatten(1).sum(1)  # [C_out]
-            self.register_buffer("offset", bias[None, :] - (s * zu)[:, None] * r[None, :])  # [T, C_out]
+            self.register_buffer("offset", bias[None, :] - (s * (zu - self.c))[:, None] * r[None, :])  # [T, C_out]
 
     def _op(self, x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
         if self.conv:
@@ -180,16 +193,16 @@ class ExportLayer(nn.Module):
             xu = xu.clamp(max=self.top)
         elif self.top is not None:
             xu = torch.minimum(xu, self.top.index_select(0, k))
-        u = torch.fake_quantize_per_tensor_affine(xu, 1.0, 0, 0, U8_TOP)  # constant range [0, 255]: u8
+        v = torch.fake_quantize_per_tensor_affine(xu, 1.0, 0, -self.c, U8_TOP - self.c)  # v = u - c: u8, zero point c
         shape = (-1,) + (1,) * (self.w8.dim() - 1)
-        y = self._op(u, self.w8.float() * self.w_scale.reshape(shape))  # i8 weights, per-channel dequantization
-        if self.weight_zp:  # window sums of u: s_w d_w S
+        y = self._op(v, self.w8.float() * self.w_scale.reshape(shape))  # i8 weights, per-channel dequantization
+        if self.weight_zp:  # window sums of v: s_w d_w S
             if self.conv:
-                win = F.conv2d(u.sum(1, keepdim=True), self.ones, None, self.stride, self.padding, self.dilation)
+                win = F.conv2d(v.sum(1, keepdim=True), self.ones, None, self.stride, self.padding, self.dilation)
                 y = y - win * self.zp_scale.reshape(1, -1, 1, 1)
             else:
-                y = y - u.sum(-1, keepdim=True) * self.zp_scale
-        if self.padded:  # s_k (y' - z_k R_in) + b: padded codes are 0, not z_k
+                y = y - v.sum(-1, keepdim=True) * self.zp_scale
+        if self.padded:  # s_k (y' - (z_k - c) R_in) + b: a padded v is 0 (u = c)
             y = y - self.zu.index_select(0, k) * self._valid_rowsum(x)
             return y * self.scale.index_select(0, k) + self.bias.reshape(1, -1, 1, 1)
         offset = self.offset.index_select(0, k)  # [1, C_out]
@@ -225,6 +238,34 @@ class ExportUNet(nn.Module):
         added = None if text_embeds is None else {"text_embeds": text_embeds, "time_ids": time_ids}
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added,
                          return_dict=False)[0]
+
+
+def shift_fake_quantize(model) -> int:
+    """FakeQuantize(t; in [a, b], out [a + d, b + d]), how OpenVINO's PyTorch frontend writes a code range that does
+    not start at 0, becomes FakeQuantize(t + d; in = out = [a + d, b + d]): the same values, in the form OpenVINO's
+    low-precision transformations read as a u8 tensor with zero point -(a + d) (NNCF's form), so the int8 kernel
+    subtracts the zero point in int32. Returns how many were rewritten."""
+    require_openvino()
+    from openvino import opset13 as ops
+
+    n = 0
+    for fq in model.get_ordered_ops():
+        if fq.get_type_name() != "FakeQuantize" or any(fq.input_value(i).get_node().get_type_name() != "Constant" for i in range(1, 5)):
+            continue
+        in_lo, in_hi, out_lo, out_hi = (fq.input_value(i).get_node().get_data() for i in range(1, 5))
+        d = out_lo - in_lo
+        if in_lo.size != 1 or float(d.flat[0]) == 0 or not bool(((out_hi - in_hi) == d).all()):
+            continue
+        shifted = ops.add(fq.input_value(0), ops.constant(d.astype("float32").reshape(in_lo.shape)))
+        lo, hi = fq.input_value(3), fq.input_value(4)
+        new = ops.fake_quantize(shifted, lo, hi, lo, hi, fq.get_attributes()["levels"])
+        new.set_friendly_name(fq.get_friendly_name())
+        for target in list(fq.output(0).get_target_inputs()):
+            target.replace_source_output(new.output(0))
+        n += 1
+    if n:
+        model.validate_nodes_and_infer_types()
+    return n
 
 
 def artifact_hash(quantized: str | Path) -> str:
@@ -289,6 +330,7 @@ def export_openvino(quantized: str | Path, out: str | Path | None = None) -> Pat
     with warnings.catch_warnings():  # the tracer's notes on diffusers' shape asserts: shapes are inputs of the IR
         warnings.simplefilter("ignore")
         model = ov.convert_model(wrapper, example_input=ex, input=[(n, ov.PartialShape(dyn[n])) for n in ex])
+    shift_fake_quantize(model)
     for port, name in zip(model.inputs, ex, strict=True):
         port.get_tensor().set_names({name})
     model.outputs[0].get_tensor().set_names({"out_sample"})

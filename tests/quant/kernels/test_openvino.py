@@ -42,6 +42,20 @@ class _OneLayer(nn.Module):
         return self.layer(x)
 
 
+def _convert(ov, module: nn.Module, x: torch.Tensor):
+    """As export_openvino converts: the frontend's model with its shifted code ranges in OpenVINO's u8 form."""
+    model = ov.convert_model(module.eval(), example_input=(x, torch.zeros(1, dtype=torch.long)))
+    pov.shift_fake_quantize(model)
+    return model
+
+
+def _runtime(compiled) -> dict[str, str]:
+    """Convolution / FullyConnected nodes of the executed graph -> their runtime precision."""
+    return {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str)
+            for op in compiled.get_runtime_model().get_ordered_ops()
+            if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "FullyConnected")}
+
+
 def _layer(kind: str, weight_bits: int, weight_symmetric: bool, bits: tuple[int, ...], act_symmetric: bool = False):
     torch.manual_seed(0)
     counter = StepCounter([float(t) for t in range(len(bits))])
@@ -68,13 +82,9 @@ def test_export_layer_agrees_with_the_fake_layer_at_every_step(ov, kind, weight_
     layer = pov.ExportLayer(q, pov._StepInput())
     assert layer.int8 is int8 and (int8 or "10-bit activations" in layer.why)
     x = 2 * torch.randn(2, 8, 10, 10) if kind == "conv" else 2 * torch.randn(2, 5, 24)
-    model = ov.convert_model(_OneLayer(layer).eval(), example_input=(x, torch.zeros(1, dtype=torch.long)))
+    model = _convert(ov, _OneLayer(layer), x)
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-    ops = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        if info["layerType"].astype(str) in ("Convolution", "FullyConnected"):
-            ops[op.get_friendly_name()] = info["runtimePrecision"].astype(str)
+    ops = _runtime(compiled)
     assert ("u8" in ops.values()) is int8, ops  # the quantized op runs on u8 codes in OpenVINO's executed graph
     for k in range(len(bits)):
         with counter.pin(k), torch.no_grad():
@@ -85,6 +95,50 @@ def test_export_layer_agrees_with_the_fake_layer_at_every_step(ov, kind, weight_
         # step of one input moves an output by s_x |w| <= 1e-2 of its range; a wrong step or zero point by O(1)
         assert float(err.max()) <= 2e-2 * float(ref.abs().max()), (k, float(err.max()))
         assert float(err.mean()) <= 1e-4 * float(ref.abs().max()), (k, float(err.mean()))
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_bf16_float_parts_keep_the_zero_point_in_int32(ov, kind):
+    """The u8 codes carry the layer's zero point c into the int8 kernel, which subtracts it in int32: the kernel's
+    output is sum (u - c) w, not sum u w = ... + c R, whose large c R cancelled against the offset in bf16 (format 2:
+    27% (conv) and 12% (linear) relative error for weights with a large per-channel sum, as here)."""
+    torch.manual_seed(0)
+    counter = StepCounter([0.0])
+    float_layer = nn.Conv2d(64, 64, 3) if kind == "conv" else nn.Linear(256, 256)
+    with torch.no_grad():  # every output channel's weights shifted by up to 2 std: a large rowsum R
+        w = float_layer.weight
+        w.add_(2 * w.std() * torch.rand(w.shape[0], *[1] * (w.dim() - 1)))
+    q = (QConv2d if kind == "conv" else QLinear).from_module(
+        float_layer, num_steps=1, weight_bits=8, act_bits=8, weight_symmetric=True, act_symmetric=False,
+        observer=get_observer("minmax"), counter=counter)
+    x = torch.randn(1, 64, 16, 16) if kind == "conv" else torch.randn(1, 32, 256)
+    q.input_quant.set_step(0, x.min(), x.max())
+    layer = pov.ExportLayer(q, pov._StepInput())
+    assert layer.c != 128 and 100 <= layer.c <= 160, layer.c  # about the middle of the codes; never 128 (that range reads as i8)
+    with counter.pin(0), torch.no_grad():
+        ref = q(x)
+    compiled = ov.Core().compile_model(_convert(ov, _OneLayer(layer), x), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 1})
+    assert set(_runtime(compiled).values()) == {"u8"}
+    y = torch.from_numpy(compiled([x.numpy(), np.array([0])])[0])
+    assert float((y - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()) <= 0.03
+
+
+def test_zero_point_128_moves_to_127_and_stays_u8(ov):
+    """Codes shifted by 128 span [-128, 127], which OpenVINO reads as a signed i8 tensor and runs in float on the CPU:
+    such a layer takes c = 127 and keeps the remainder 1 in its per-step table."""
+    counter = StepCounter([0.0])
+    q = QLinear.from_module(nn.Linear(16, 8), num_steps=1, weight_bits=8, act_bits=8, weight_symmetric=True,
+                            act_symmetric=False, observer=get_observer("minmax"), counter=counter)
+    q.input_quant.set_step(0, torch.tensor(-1.01), torch.tensor(1.0))  # zero point 128 in the u8 codes
+    layer = pov.ExportLayer(q, pov._StepInput())
+    assert (layer.c, float(layer.zu[0])) == (127, 1.0)
+    x = torch.rand(3, 16) * 2 - 1
+    compiled = ov.Core().compile_model(_convert(ov, _OneLayer(layer), x), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert set(_runtime(compiled).values()) == {"u8"}
+    with counter.pin(0), torch.no_grad():
+        ref = q(x)
+    assert torch.allclose(torch.from_numpy(compiled([x.numpy(), np.array([0])])[0]), ref, atol=1e-5)
 
 
 def _op_types(ov, model, tmp_path) -> set[str]:
@@ -121,9 +175,10 @@ def test_padded_conv_runs_without_pad_nodes_and_agrees_at_the_border(ov, tmp_pat
     layer = pov.ExportLayer(q, pov._StepInput())
     assert layer.int8 and layer.padded, layer.why
     x = torch.rand(2, 8, 11, 10) * 4 - 3
-    model = ov.convert_model(_OneLayer(layer).eval(), example_input=(x, torch.zeros(1, dtype=torch.long)))
+    model = _convert(ov, _OneLayer(layer), x)
     types = _op_types(ov, model, tmp_path)
     assert "Pad" not in types and "Convolution" in types, types
+    assert "u8" in _runtime(ov.Core().compile_model(model.clone(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})).values()
     for static in (False, True):  # dynamic shapes as exported, static as OpenVINOUNet compiles them
         for k in range(len(ranges)):
             with counter.pin(k), torch.no_grad():
@@ -161,8 +216,7 @@ def test_qkv_projections_of_one_tensor_with_equal_steps_agree(ov):
         qs.append(q)
     step = pov._StepInput()
     x = 2 * torch.randn(2, 5, 24)
-    model = ov.convert_model(_QKV([pov.ExportLayer(q, step) for q in qs], step).eval(),
-                             example_input=(x, torch.zeros(1, dtype=torch.long)))
+    model = _convert(ov, _QKV([pov.ExportLayer(q, step) for q in qs], step), x)
     for k in range(len(bits)):
         with counter.pin(k), torch.no_grad():
             ref = torch.cat([q(x) for q in qs], -1)
