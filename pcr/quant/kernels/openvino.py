@@ -7,32 +7,32 @@
 The export is a function of the artifact only (load_quantized, never the calibration objects). Every
 quantized layer becomes, with k the step index (a model input, gathered from per-step tables: one
 compiled model serves every step), u = q - q_min the unsigned b-bit codes, z_k the step's zero point in u codes and
-c the layer's u8 zero point (a constant: median_k z_k, 127 for 128):
+c the layer's median z_k (a constant):
 
-    x' = x (1/s_k) + (z_k - c)
-    v  = FakeQuantize(min(x', 2^b - 1 - c), [-c, 255 - c], 256 levels)   v = u - c; a constant range: OpenVINO's
-                                                           low-precision transformations make it a u8 tensor with
-                                                           zero point c, which the int8 kernel subtracts in int32
-    y' = conv / matmul(v, w' s_w)                          int8 weights w', per-channel scale: u8 x i8; the
-                                                           conv zero-pads v itself (no Pad node): a padded v is 0
-    y  = s_k (y' - s_w d_w S(v)) + (b - s_k (z_k - c) R)   linear, unpadded conv: R = rowsum of W_hat, a [T, C] table
-    y  = s_k (y' - s_w d_w S(v)) + b - s_k (z_k - c) R_in  padded conv: R_in[o, h, w] = the sum of W_hat[o] over the
-                                                           window positions inside the input at output (h, w)
+    x' = x (1/s_k) + z_k
+    u  = FakeQuantize(min(x', 2^b - 1), [0, 255], 256 levels)   constant range: OpenVINO's low-precision
+                                                           transformations make it a u8 tensor
+    y' = conv / matmul(u, w' s_w) - c R'                   int8 weights w', per-channel scale: u8 x i8, with the
+                                                           constant bias -c R' (R' = rowsum of w' s_w) added in the
+                                                           kernel; the conv zero-pads u itself (no Pad node)
+    y  = s_k (y' - s_w d_w S_c) + (b - s_k (z_k - c) R)    linear, unpadded conv: R = rowsum of W_hat, a [T, C] table
+    y  = s_k (y' - s_w d_w S_c - (z_k - c) R_in - c (R'_in - R')) + b
+                                                           padded conv: R_in[o, h, w] = the sum of W_hat[o] over the
+                                                           window positions inside the input at output (h, w), R'_in
+                                                           the same of w' s_w; R'_in - R' is 0 but at the border
 
-    sum_i (q_i - z) W_hat_oi = s_w[o] (sum_i v_i w'_oi - d_w[o] S(v)) - (z_k - c) R_o,  W_hat = s_w (w' - d_w)
+    sum_i (q_i - z) W_hat_oi = s_w[o] (sum_i (u_i - c) w'_oi - d_w[o] S_c) - (z_k - c) R_o,  W_hat = s_w (w' - d_w)
 
-summed over the window positions inside the input (a padded x = 0 has q = z: no term); with v zero-padded, the
-conv sums over the inside positions only, so R_o becomes R_in (a conv of ones over the input's [H, W] with
-W_hat summed over input channels, the conv's stride, padding, dilation: a constant once the compiled shapes are
-static, one per output position; grouped convs alike, as every output channel sums its own group). S(v), the window
-sum of the zero-padded v, is already the sum over inside positions.
-Why c (format 3): with zero-point-free u8 codes (format 2) the kernel's output carried z_k R, which only the float
-offset took away again; in bf16 that cancellation lost most of an output's bits where R is large (27% relative
-error on a conv with shifted weights, tests). The kernel now takes c away exactly; only the remainder (z_k - c) R,
-small where the zero point moves little over the steps, goes through the float rescale. c is never 128: codes
-in [-128, 127] read as a signed i8 tensor, which the CPU plugin runs in float. OpenVINO's PyTorch frontend writes
-the shifted range as FakeQuantize(in [0, 255], out [-c, 255 - c]); `shift_fake_quantize` rewrites it into the
-form the transformations read as u8 with a zero point (in = out, NNCF's form).
+with S_c the window sum of u - c, summed over the window positions inside the input (a padded x = 0 has q = z: no
+term); with u zero-padded, the conv sums over the inside positions only, hence R_in and R'_in (convs of ones over the
+input's [H, W] with the weights summed over input channels, the conv's stride, padding, dilation: constants once the
+compiled shapes are static; grouped convs alike, as every output channel sums its own group).
+Why the bias (format 3): without it (format 2) the kernel's output carried z_k R, which only the float correction
+after the kernel took away again; with bf16 float parts that cancellation lost most of an output's bits where R is
+large (padded convs with weights of a large per-channel sum: 11-14% relative error, tests). The bias is added in
+float32 inside the kernel, before its output is stored, so what leaves the kernel is about sum (u - z_k) w; only the
+remainder (z_k - c) R, small where the zero point moves little over the steps, and the border term go through the
+float rescale.
 w' = q_w - z_w when it fits int8 (symmetric or <= 7-bit weights, d_w = 0), else q_w - 128 with d_w =
 z_w - 128 (OpenVINO's CPU plugin runs no int8 kernel with weight zero points).
 Layers the route cannot run exactly in int8 (a step above 8 bits, grouped convolutions with 8-bit
@@ -67,7 +67,7 @@ from pcr.quant.step import STEP_COUNTER, StepCounter, step_counter
 EXTRA = "openvino"  # pyproject optional extra
 IR_XML, IR_BIN, IR_META = "unet.xml", "unet.bin", "pcr_openvino.json"
 FORMAT = "pcr-openvino-unet"
-FORMAT_VERSION = 3  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border; 3: u8 zero point c
+FORMAT_VERSION = 3  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border; 3: the kernel's bias -c R'
 INT8_MAX_BITS = 8
 U8_TOP = 255
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
@@ -150,24 +150,26 @@ class ExportLayer(nn.Module):
         shape = (-1,) + (1,) * (w8.dim() - 1)
         w_hat = (w8.float() - dw.reshape(shape)) * sw.reshape(shape)
         zu = (z - q_min).float()  # zero point of the unsigned codes u = q - q_min
-        # c: the layer's u8 zero point, a constant the int8 kernel subtracts in int32 (module docstring)
-        self.c = int(zu.median().round())
-        if self.c == U8_TOP // 2 + 1:  # [-128, 127] reads as a signed i8 tensor, which the CPU runs in float
-            self.c -= 1
-        top = (q_max - q_min).float() - self.c  # largest v = u - c per step: 2^b - 1 - c
+        top = (q_max - q_min).float()  # largest unsigned code per step: 2^b - 1
         # one 256-level FakeQuantize (fewer levels are not taken for u8 by OpenVINO); narrower codes clamped before it
-        self.top = None if bool((top == U8_TOP - self.c).all()) else float(top[0]) if bool((top == top[0]).all()) else top
-        self.register_buffer("zu", zu - self.c)  # z_k - c in codes: the per-step remainder of the zero point
+        self.top = None if bool((top == U8_TOP).all()) else float(top[0]) if bool((top == top[0]).all()) else top
+        self.c = float(zu.median().round())  # the layer's constant code (module docstring)
+        w_s = w8.float() * sw.reshape(shape)  # w' s_w
+        self.register_buffer("zu", zu)
+        self.register_buffer("zu_rest", zu - self.c)  # z_k - c
         self.register_buffer("w8", w8)
         self.register_buffer("w_scale", sw)
+        self.register_buffer("beta", -self.c * w_s.flatten(1).sum(1))  # the kernel's bias: -c R'
         self.weight_zp = bool(dw.abs().max() > 0)
         self.register_buffer("zp_scale", sw * dw if self.weight_zp else torch.zeros(0))
         if self.weight_zp and self.conv:
             self.register_buffer("ones", torch.ones(1, 1, *w8.shape[2:]))
-        if self.padded:  # W_hat summed over input channels, for R_in
+        if self.padded:  # W_hat and w' s_w summed over input channels, for R_in and R'_in
             self.register_buffer("w_rowsum", w_hat.sum(1, keepdim=True))  # [C_out, 1, kh, kw]
+            self.register_buffer("c_ws_rowsum", self.c * w_s.sum(1, keepdim=True))  # c R'_in comes from it
+            self.register_buffer("c_ws_total", self.c * w_s.sum((1, 2, 3)).reshape(1, -1, 1, 1))  # c R'
             self.register_buffer("bias", bias)
-        else:  # (b - s_k z_k R) per step, R = rowsum of W_hat
+        else:  # b - s_k (z_k - c) R per step, R = rowsum of W_hat
             r = w_hat.flatten(1).sum(1)  # [C_out]
             self.register_buffer("offset", bias[None, :] - (s * (zu - self.c))[:, None] * r[None, :])  # [T, C_out]
 
@@ -176,11 +178,11 @@ class ExportLayer(nn.Module):
             return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation, self.groups)
         return F.linear(x, w, bias)
 
-    def _valid_rowsum(self, x: Tensor) -> Tensor:
-        """R_in [1, C_out, H_out, W_out]: per output position, W_hat summed over the window positions inside x
-        (from x's shape only: a constant of the compiled model once its shapes are static)."""
+    def _valid_rowsum(self, x: Tensor, rowsum: Tensor) -> Tensor:
+        """[1, C_out, H_out, W_out]: per output position, `rowsum` [C_out, 1, kh, kw] summed over the window positions
+        inside x (from x's shape only: a constant of the compiled model once its shapes are static)."""
         ones = x.new_ones((1, 1, x.shape[-2], x.shape[-1]))
-        return F.conv2d(ones, self.w_rowsum, None, self.stride, self.padding, self.dilation)
+        return F.conv2d(ones, rowsum, None, self.stride, self.padding, self.dilation)
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.step_input.k  # [1] int64
@@ -193,17 +195,18 @@ class ExportLayer(nn.Module):
             xu = xu.clamp(max=self.top)
         elif self.top is not None:
             xu = torch.minimum(xu, self.top.index_select(0, k))
-        v = torch.fake_quantize_per_tensor_affine(xu, 1.0, 0, -self.c, U8_TOP - self.c)  # v = u - c: u8, zero point c
+        u = torch.fake_quantize_per_tensor_affine(xu, 1.0, 0, 0, U8_TOP)  # constant range [0, 255]: u8
         shape = (-1,) + (1,) * (self.w8.dim() - 1)
-        y = self._op(v, self.w8.float() * self.w_scale.reshape(shape))  # i8 weights, per-channel dequantization
-        if self.weight_zp:  # window sums of v: s_w d_w S
+        y = self._op(u, self.w8.float() * self.w_scale.reshape(shape), self.beta)  # u8 x i8 with bias -c R': y'
+        if self.weight_zp:  # s_w d_w S_c, S_c: window sums of u - c (zero-padded)
             if self.conv:
-                win = F.conv2d(v.sum(1, keepdim=True), self.ones, None, self.stride, self.padding, self.dilation)
-                y = y - win * self.zp_scale.reshape(1, -1, 1, 1)
+                u_sum = u.sum(1, keepdim=True) - self.c * u.shape[1]
+                y = y - F.conv2d(u_sum, self.ones, None, self.stride, self.padding, self.dilation) * self.zp_scale.reshape(1, -1, 1, 1)
             else:
-                y = y - v.sum(-1, keepdim=True) * self.zp_scale
-        if self.padded:  # s_k (y' - (z_k - c) R_in) + b: a padded v is 0 (u = c)
-            y = y - self.zu.index_select(0, k) * self._valid_rowsum(x)
+                y = y - (u.sum(-1, keepdim=True) - self.c * u.shape[-1]) * self.zp_scale
+        if self.padded:  # s_k (y' - (z_k - c) R_in - c (R'_in - R')) + b: padded codes are 0, not c
+            border = self._valid_rowsum(x, self.c_ws_rowsum) - self.c_ws_total  # c (R'_in - R'): 0 but at the border
+            y = y - (self.zu_rest.index_select(0, k) * self._valid_rowsum(x, self.w_rowsum) + border)
             return y * self.scale.index_select(0, k) + self.bias.reshape(1, -1, 1, 1)
         offset = self.offset.index_select(0, k)  # [1, C_out]
         if self.conv:
@@ -238,34 +241,6 @@ class ExportUNet(nn.Module):
         added = None if text_embeds is None else {"text_embeds": text_embeds, "time_ids": time_ids}
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added,
                          return_dict=False)[0]
-
-
-def shift_fake_quantize(model) -> int:
-    """FakeQuantize(t; in [a, b], out [a + d, b + d]), how OpenVINO's PyTorch frontend writes a code range that does
-    not start at 0, becomes FakeQuantize(t + d; in = out = [a + d, b + d]): the same values, in the form OpenVINO's
-    low-precision transformations read as a u8 tensor with zero point -(a + d) (NNCF's form), so the int8 kernel
-    subtracts the zero point in int32. Returns how many were rewritten."""
-    require_openvino()
-    from openvino import opset13 as ops
-
-    n = 0
-    for fq in model.get_ordered_ops():
-        if fq.get_type_name() != "FakeQuantize" or any(fq.input_value(i).get_node().get_type_name() != "Constant" for i in range(1, 5)):
-            continue
-        in_lo, in_hi, out_lo, out_hi = (fq.input_value(i).get_node().get_data() for i in range(1, 5))
-        d = out_lo - in_lo
-        if in_lo.size != 1 or float(d.flat[0]) == 0 or not bool(((out_hi - in_hi) == d).all()):
-            continue
-        shifted = ops.add(fq.input_value(0), ops.constant(d.astype("float32").reshape(in_lo.shape)))
-        lo, hi = fq.input_value(3), fq.input_value(4)
-        new = ops.fake_quantize(shifted, lo, hi, lo, hi, fq.get_attributes()["levels"])
-        new.set_friendly_name(fq.get_friendly_name())
-        for target in list(fq.output(0).get_target_inputs()):
-            target.replace_source_output(new.output(0))
-        n += 1
-    if n:
-        model.validate_nodes_and_infer_types()
-    return n
 
 
 def artifact_hash(quantized: str | Path) -> str:
@@ -330,7 +305,6 @@ def export_openvino(quantized: str | Path, out: str | Path | None = None) -> Pat
     with warnings.catch_warnings():  # the tracer's notes on diffusers' shape asserts: shapes are inputs of the IR
         warnings.simplefilter("ignore")
         model = ov.convert_model(wrapper, example_input=ex, input=[(n, ov.PartialShape(dyn[n])) for n in ex])
-    shift_fake_quantize(model)
     for port, name in zip(model.inputs, ex, strict=True):
         port.get_tensor().set_names({name})
     model.outputs[0].get_tensor().set_names({"out_sample"})
