@@ -28,7 +28,8 @@ def generate(params: Params, quantized: str | Path, reference_path: str | Path, 
     if whole and resolve_device(params.model.device).type != "cpu":
         raise ConfigError(f"generate.kernels={params.generate.kernels!r} runs the UNet on the CPU, but model.device="
                           f"{params.model.device!r} is {resolve_device(params.model.device)}: set model.device: cpu")
-    unet = load_unet_on(params.generate.kernels, quantized, precision=params.generate.openvino_precision) if whole else load_quantized(quantized)
+    precision = params.generate.openvino_precision  # the CPU route's float parts (read always: dvc.yaml lists it)
+    unet = load_unet_on(params.generate.kernels, quantized, precision=precision) if whole else load_quantized(quantized)
     qmap = QuantMap.load(Path(quantized) / QUANT_CONFIG)
     pipe, sampler = load_for_process(params, unet=unet, scheduler=load_scheduler(quantized))
     check_timesteps(unet, sampler.timesteps, str(quantized), f"model.steps={params.model.steps} gives", "export")
