@@ -2,8 +2,9 @@
 """The CPU route (issue 22): pcr's W8A8 UNet on OpenVINO against torch, OpenVINO's own FP32 / bf16 / NNCF int8.
 
     pip install -e '.[bench-openvino]'
-    python benchmarks/openvino_cpu.py [--repeats 3] [--threads 1 2] [--only speed|quality|w4a8|ab] [--work DIR]
-                                      [--quantized outputs/quantized] [--images 64] [--out benchmarks/openvino_cpu.json]
+    python benchmarks/openvino_cpu.py [--repeats 3] [--threads 1 2] [--only speed|quality|w4a8] [--work DIR]
+                                      [--quantized outputs/quantized] [--symmetric DIR] [--images 64]
+                                      [--out benchmarks/openvino_cpu.json]
 
 speed: the SD 1.5-config UNet2DConditionModel with random weights (seed 0), one forward at 32x32 latents, batch 2,
     timestep 960 (step 0), on one thread and on every core. Routes, timed interleaved (run.py's `interleave`):
@@ -12,19 +13,23 @@ speed: the SD 1.5-config UNet2DConditionModel with random weights (seed 0), one 
                      random per-step ranges, T=25; as benchmarks/int_pipeline.py)
       pcr_openvino   the same artifact on kernels="openvino" (pcr.quant.kernels.openvino, float parts f32)
       pcr_openvino_bf16  the same with the float parts (attention, norms, conv_in/out) in bf16
+      pcr_openvino_symmetric[_bf16]  the same UNet and ranges with symmetric weights: no window sums (the
+                     cost of params.yaml's asymmetric 8-bit weights, which OpenVINO's int8 kernels take only as
+                     q_w - 128 plus a correction by the input's window sums)
       ov_fp32        OpenVINO on the float UNet, INFERENCE_PRECISION_HINT f32
       ov_bf16        OpenVINO's default precision on this CPU (bf16)
       nncf_int8      OpenVINO + NNCF int8 (nncf.quantize, ModelType.TRANSFORMER: SmoothQuant, fast bias correction),
                      calibrated on random inputs (speed does not depend on the calibration), default precision
-    Ratios are paired: the median over repeats of t / t_torch_fp32 within one round.
+    Ratios are paired: the median over repeats of t / t_ref within one round, with a 95% bootstrap interval over
+    the rounds for the ratios to NNCF int8.
 quality: the demo pipeline (data/demo/pipeline), the first --images eval prompts with seeds 1000 + i, DDIM 25
-    steps as the artifact's scheduler says, guidance 4.5. pcr's W8A8 progressive artifact (--quantized) on
-    kernels fake and openvino; NNCF int8 of the demo's float UNet (ModelType.TRANSFORMER), calibrated on the
-    UNet inputs of the FP32 pipeline over data/prompts/calibration.txt (the first 32 prompts, collect's seeds),
-    run on OpenVINO f32. Per image PSNR to the FP32 images; the paired difference with a 95% BCa bootstrap
-    interval (pcr.metrics.bootstrap, the intervals score reports); agreement of openvino with fake (mean, worst).
+    steps as the artifact's scheduler says, guidance 4.5. pcr's W8A8 progressive artifact (--quantized; and with
+    --symmetric the same pipeline run with quant.weight_symmetric: true) on kernels fake and openvino with f32 and bf16
+    float parts; NNCF int8 of the demo's float UNet (ModelType.TRANSFORMER), calibrated on the UNet inputs of the
+    FP32 pipeline over data/prompts/calibration.txt (the first 32 prompts, collect's seeds), run on OpenVINO f32.
+    Per image PSNR to the FP32 images; paired differences with a 95% BCa bootstrap interval (pcr.metrics.bootstrap,
+    the intervals score reports); agreement of each openvino route with its fake (mean, worst).
 w4a8: a W4A8 demo artifact (4-bit weights, fp32 min/max per-step ranges) on openvino against fake (--images / 2).
-ab (--only ab, after a speed run with --work): the cost of asymmetric weights' window sums, one thread.
 Writes each section into --out (JSON) with the command that made it, keeping the other sections.
 """
 
@@ -46,7 +51,7 @@ from diffusers import ModelMixin
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int_kernels import SD15  # noqa: E402
 from int_pipeline import QCFG  # noqa: E402
-from run import interleave, machine, median, paired_ratio  # noqa: E402
+from run import interleave, machine, median, paired_ratio, paired_ratio_ci  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data/demo/pipeline"
@@ -137,25 +142,33 @@ def speed(repeats: int, threads: list[int], tmp: Path, save=lambda out: None) ->
         saved.with_suffix(".json").write_text(json.dumps({"nncf_quantize_s": nncf_s}))
         ov_int8 = ov.Core().read_model(saved)  # the quantized model as a user loads it
     print(f"sd_unet: convert {convert_s:.0f} s, nncf.quantize {nncf_s:.0f} s ({len(calib)} samples)", flush=True)
-    torch.manual_seed(0)
-    q = UNet2DConditionModel(**SD15).eval()
-    qmap = quantize_model(q, QCFG, timesteps)
-    for m in qmodules(q).values():
-        for k in range(len(timesteps)):
-            m.input_quant.set_step(k, -1 - 3 * torch.rand((), generator=g), 1 + 3 * torch.rand((), generator=g))
-    artifact = tmp / "sd15_quantized"
-    if not artifact.is_dir():
-        save_quantized(q, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta={}), artifact)
-    start = time.perf_counter()
-    ir = export_openvino(artifact, tmp / "sd15_openvino")
-    export_s = time.perf_counter() - start
+    ranges = g.get_state()
+    irs, export_s = {}, {}
+    for weights, symmetric in (("", False), ("_symmetric", True)):  # params.yaml's asymmetric weights; symmetric: no window sums
+        torch.manual_seed(0)
+        g.set_state(ranges)  # the same per-step ranges for both
+        q = UNet2DConditionModel(**SD15).eval()
+        qmap = quantize_model(q, replace(QCFG, weight_symmetric=symmetric), timesteps)
+        for m in qmodules(q).values():
+            for k in range(len(timesteps)):
+                m.input_quant.set_step(k, -1 - 3 * torch.rand((), generator=g), 1 + 3 * torch.rand((), generator=g))
+        artifact = tmp / f"sd15{weights}_quantized"
+        if not artifact.is_dir():
+            save_quantized(q, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta={}), artifact)
+        start = time.perf_counter()
+        irs[weights] = export_openvino(artifact, tmp / f"sd15{weights}_openvino")
+        export_s[weights or "asymmetric"] = time.perf_counter() - start
+        if not symmetric:
+            q_int = q  # pcr_int: params.yaml's quantizer
+    q = q_int
     summary = use_kernels(q, "int")
-    print(f"sd_unet: pcr export {export_s:.0f} s; int: {summary['int']} layers int, {summary['fake']} fake", flush=True)
+    print(f"sd_unet: pcr export {export_s} s; int: {summary['int']} layers int, {summary['fake']} fake", flush=True)
     out = {"latent": 32, "batch": 2, "steps": len(timesteps), "convert_s": convert_s, "nncf_quantize_s": nncf_s,
            "nncf_calibration_samples": len(calib), "pcr_export_s": export_s, "by_threads": {}}
     for n in threads:
         torch.set_num_threads(n)
-        pcr_ov = {"pcr_openvino": OpenVINOUNet.load(ir, threads=n), "pcr_openvino_bf16": OpenVINOUNet.load(ir, threads=n, precision="bf16")}
+        pcr_ov = {f"pcr_openvino{w}{'' if p == 'f32' else '_' + p}": OpenVINOUNet.load(ir, threads=n, precision=p)
+                  for w, ir in irs.items() for p in ("f32", "bf16")}
         shapes = {k: v.shape for k, v in feed.items()}
         compiled = {"ov_fp32": compile_ov(ov_fp32, n, "f32", shapes), "ov_bf16": compile_ov(ov_fp32, n, None, shapes),
                     "nncf_int8": compile_ov(ov_int8, n, None, shapes)}
@@ -170,11 +183,13 @@ def speed(repeats: int, threads: list[int], tmp: Path, save=lambda out: None) ->
         ms = {k: 1e3 * median(v) for k, v in times.items()}
         ratios = {k: paired_ratio(v, times["torch_fp32"]) for k, v in times.items() if k != "torch_fp32"}
         vs_nncf = {k: paired_ratio(v, times["nncf_int8"]) for k, v in times.items() if k.startswith("pcr")}
+        vs_nncf_ci = {k: paired_ratio_ci(v, times["nncf_int8"]) for k, v in times.items() if k.startswith("pcr")}
         prec = {k: runtime_precisions(v) for k, v in [*((k, u.compiled) for k, u in pcr_ov.items()), *compiled.items()]}
         print(f"threads={n}: " + " ".join(f"{k}={v:.0f}ms" for k, v in ms.items()), flush=True)
         print("  / torch_fp32: " + " ".join(f"{k}={v:.3f}" for k, v in ratios.items()), flush=True)
-        print("  / nncf_int8:  " + " ".join(f"{k}={v:.3f}" for k, v in vs_nncf.items()), flush=True)
-        out["by_threads"][str(n)] = {"ms": ms, "ratio_to_torch_fp32": ratios, "ratio_to_nncf_int8": vs_nncf,
+        print("  / nncf_int8:  " + " ".join(f"{k}={v:.3f} [{vs_nncf_ci[k][0]:.3f}, {vs_nncf_ci[k][1]:.3f}]"
+                                             for k, v in vs_nncf.items()), flush=True)
+        out["by_threads"][str(n)] = {"ms": ms, "ratio_to_torch_fp32": ratios, "ratio_to_nncf_int8": vs_nncf, "ratio_to_nncf_int8_ci95": vs_nncf_ci,
                                      "runtime_precisions": prec, "times_s": times}
         save(out)
         del pcr_ov, compiled, requests, fns, times  # the lambdas hold the compiled models: free them before the next
@@ -245,29 +260,29 @@ def paired(a: np.ndarray, b: np.ndarray, replicates: int = 1000, seed: int = 0) 
 
 
 @torch.no_grad()
-def quality(quantized: Path, n_images: int, threads: int) -> dict:
+def quality(artifacts: dict[str, Path], n_images: int, threads: int) -> dict:
+    """artifacts: label suffix -> pcr artifact ("" for params.yaml's, "_symmetric" for symmetric weights)."""
     from diffusers import StableDiffusionPipeline
 
     import pcr
     from pcr.metrics.image import psnr_per_image
-    from pcr.quant.kernels.openvino import OpenVINOUNet
     from pcr.quant.qmap import QuantMap
     from pcr.quant.serialize import QUANT_CONFIG
 
     torch.set_num_threads(threads)
-    qmap = QuantMap.load(quantized / QUANT_CONFIG)
-    schedule = qmap.meta.get("schedule", {})
     prompts = first_lines(EVAL_PROMPTS, n_images)
-    fake = pcr.load_pipeline(DEMO, quantized)
     fp32 = StableDiffusionPipeline.from_pretrained(DEMO, safety_checker=None, requires_safety_checker=False)
-    fp32.scheduler = fake.scheduler
-    steps = fake.unet.pcr_step.num_inference_steps
-    ov_pipe = pcr.load_pipeline(DEMO, quantized, kernels="openvino")
-    bf16 = StableDiffusionPipeline(**{**ov_pipe.components, "unet": OpenVINOUNet.load(ov_pipe.unet.where, threads, "bf16")})
-    start = time.perf_counter()
-    images = {"fp32": generate(fp32, prompts, EVAL_SEED, steps), "pcr_fake": generate(fake, prompts, EVAL_SEED, steps),
-              "pcr_openvino": generate(ov_pipe, prompts, EVAL_SEED, steps),
-              "pcr_openvino_bf16": generate(bf16, prompts, EVAL_SEED, steps)}
+    images, qmaps, compiled, start = {}, {}, {}, time.perf_counter()
+    for w, quantized in artifacts.items():
+        qmaps[w] = QuantMap.load(quantized / QUANT_CONFIG)
+        fake = pcr.load_pipeline(DEMO, quantized)
+        fp32.scheduler, steps = fake.scheduler, fake.unet.pcr_step.num_inference_steps  # every artifact: the demo's scheduler
+        images[f"pcr{w}_fake"] = generate(fake, prompts, EVAL_SEED, steps)
+        for p in ("f32", "bf16"):
+            pipe = pcr.load_pipeline(DEMO, quantized, kernels="openvino", openvino_precision=p)
+            images[f"pcr{w}_openvino{'' if p == 'f32' else '_bf16'}"] = generate(pipe, prompts, EVAL_SEED, steps)
+            compiled[f"pcr{w}_openvino{'' if p == 'f32' else '_bf16'}"] = pipe.unet.compiled
+    images["fp32"] = generate(fp32, prompts, EVAL_SEED, steps)
     gen_s = time.perf_counter() - start
     start = time.perf_counter()
     calib = calibration_inputs(fp32, first_lines(CALIBRATION_PROMPTS, CALIBRATION_COUNT), CALIBRATION_SEED, steps)
@@ -275,68 +290,25 @@ def quality(quantized: Path, n_images: int, threads: int) -> dict:
     int8 = nncf_int8(to_openvino(fp32.unet, example), calib)
     nncf_s = time.perf_counter() - start
     nncf_unet = OVFloatUNet(compile_ov(int8, threads, "f32"), fp32.unet.config)
+    compiled["nncf_int8"] = nncf_unet.compiled
     images["nncf_int8"] = generate(StableDiffusionPipeline(**{**fp32.components, "unet": nncf_unet}), prompts, EVAL_SEED, steps)
     psnr = {k: psnr_per_image(v, images["fp32"]) for k, v in images.items() if k != "fp32"}
-    agree = {k: psnr_per_image(images[k], images["pcr_fake"]) for k in ("pcr_openvino", "pcr_openvino_bf16")}
-    out = {"quantized": str(quantized), "schedule_bits": sorted(set(schedule.get("bits", []))),
-           "weight_bits": sorted({s.weight_bits for s in qmap.layers.values()}), "images": len(prompts), "steps": steps,
-           "generate_s": gen_s, "nncf_s": nncf_s, "nncf_calibration_samples": len(calib),
-           "psnr_to_fp32": {k: {"mean": float(v.mean()), "worst": float(v.min())} for k, v in psnr.items()},
-           "openvino_vs_fake_psnr": {"mean": float(agree["pcr_openvino"].mean()), "worst": float(agree["pcr_openvino"].min())},
-           "openvino_bf16_vs_fake_psnr": {"mean": float(agree["pcr_openvino_bf16"].mean()),
-                                          "worst": float(agree["pcr_openvino_bf16"].min())},
-           "pcr_openvino_minus_nncf_int8": paired(psnr["pcr_openvino"], psnr["nncf_int8"]),
-           "pcr_fake_minus_nncf_int8": paired(psnr["pcr_fake"], psnr["nncf_int8"]),
-           "runtime_precisions": {"pcr_openvino": runtime_precisions(ov_pipe.unet.compiled),
-                                  "nncf_int8": runtime_precisions(nncf_unet.compiled)}}
-    print(json.dumps({k: out[k] for k in ("psnr_to_fp32", "openvino_vs_fake_psnr", "openvino_bf16_vs_fake_psnr",
-                                          "pcr_openvino_minus_nncf_int8")}))
-    return out
-
-
-@torch.no_grad()
-def weight_zero_point_ab(repeats: int, work: Path) -> dict:
-    """One thread: pcr openvino with params.yaml's asymmetric weights (window sums) against the same UNet with
-    symmetric weights (no correction), f32 and bf16 float parts, against the NNCF model of `speed` (needs --work)."""
-    import openvino as ov
-    from diffusers import UNet2DConditionModel
-
-    from pcr.quant import qmodules, quantize_model, save_quantized
-    from pcr.quant.kernels.openvino import OpenVINOUNet, export_openvino
-    from pcr.quant.qmap import QuantMap
-
-    torch.set_num_threads(1)
-    if not (work / "sd15_nncf_int8.xml").is_file() or not (work / "sd15_openvino").is_dir():
-        raise SystemExit(f"--only ab reuses the models of a speed run kept in --work; {work} has none")
-    timesteps = [float(t) for t in range(960, -1, -40)]
-    artifact = work / "sd15_symmetric"
-    if not artifact.is_dir():
-        torch.manual_seed(0)
-        q = UNet2DConditionModel(**SD15).eval()
-        qmap = quantize_model(q, replace(QCFG, weight_symmetric=True), timesteps)
-        g = torch.Generator().manual_seed(0)  # speed's ranges: the same generator order
-        for m in qmodules(q).values():
-            for k in range(len(timesteps)):
-                m.input_quant.set_step(k, -1 - 3 * torch.rand((), generator=g), 1 + 3 * torch.rand((), generator=g))
-        save_quantized(q, QuantMap(qmap.num_steps, qmap.weight_observer, qmap.act_observer, qmap.layers, meta={}), artifact)
-        del q
-    symmetric = export_openvino(artifact, work / "sd15_symmetric_openvino")
-    g = torch.Generator().manual_seed(0)
-    x, c = torch.randn(2, 4, 32, 32, generator=g), torch.randn(2, 77, SD15["cross_attention_dim"], generator=g)
-    feed = {"sample": x.numpy(), "timestep": np.array([960.0], np.float32), "encoder_hidden_states": c.numpy()}
-    step_feed = {**feed, "step": np.zeros(1, dtype=np.int64)}
-    unets = {f"{w}_{p}": OpenVINOUNet.load(ir, 1, p) for w, ir in (("asymmetric", work / "sd15_openvino"), ("symmetric", symmetric))
-             for p in ("f32", "bf16")}
-    request = compile_ov(ov.Core().read_model(work / "sd15_nncf_int8.xml"), 1, None,
-                         {k: v.shape for k, v in feed.items()}).create_infer_request()
-    fns = {"nncf_int8": lambda: request.infer(feed), **{k: (lambda u=u: u.run(step_feed)) for k, u in unets.items()}}
-    for fn in fns.values():
-        fn()
-    times = interleave(fns, repeats)
-    out = {"ms": {k: 1e3 * median(v) for k, v in times.items()},
-           "ratio_to_nncf_int8": {k: paired_ratio(v, times["nncf_int8"]) for k, v in times.items() if k != "nncf_int8"},
-           "times_s": times}
-    print(json.dumps({k: out[k] for k in ("ms", "ratio_to_nncf_int8")}))
+    stat = lambda a: {"mean": float(a.mean()), "worst": float(a.min())}  # noqa: E731
+    out = {"artifacts": {w or "params.yaml": {"path": str(q), "schedule_bits": sorted(set(qmaps[w].meta.get("schedule", {}).get("bits", []))),
+                                             "weight_bits": sorted({s.weight_bits for s in qmaps[w].layers.values()}),
+                                             "weight_symmetric": sorted({s.weight_symmetric for s in qmaps[w].layers.values()})}
+                         for w, q in artifacts.items()},
+           "images": len(prompts), "steps": steps, "generate_s": gen_s, "nncf_s": nncf_s, "nncf_calibration_samples": len(calib),
+           "psnr_to_fp32": {k: stat(v) for k, v in psnr.items()},
+           "vs_fake_psnr": {k: stat(psnr_per_image(images[k], images[f"pcr{w}_fake"]))
+                            for w in artifacts for k in (f"pcr{w}_openvino", f"pcr{w}_openvino_bf16")},
+           "paired": {f"{k}_minus_nncf_int8": paired(psnr[k], psnr["nncf_int8"]) for k in psnr if k.startswith("pcr")},
+           "runtime_precisions": {k: runtime_precisions(v) for k, v in compiled.items()}}
+    if "_symmetric" in artifacts:  # what symmetric weights cost on the demo, paired per image
+        out["paired"] |= {f"pcr_symmetric{r}_minus_pcr{r}": paired(psnr[f"pcr_symmetric{r}"], psnr[f"pcr{r}"])
+                          for r in ("_fake", "_openvino_bf16")}
+    print(json.dumps({k: out[k] for k in ("psnr_to_fp32", "vs_fake_psnr")}))
+    print(json.dumps({k: {"mean": v["a_minus_b"]["mean"], "ci95": v["a_minus_b"]["ci95"]} for k, v in out["paired"].items()}))
     return out
 
 
@@ -366,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--only", choices=["speed", "quality", "w4a8", "ab"], default=None)
+    ap.add_argument("--only", choices=["speed", "quality", "w4a8"], default=None)
     ap.add_argument("--quantized", type=Path, default=ROOT / "outputs/quantized", help="pcr's W8A8 progressive demo artifact")
+    ap.add_argument("--symmetric", type=Path, default=None,
+                    help="quality: the same with quant.weight_symmetric: true (dvc exp run -S quant.weight_symmetric=true)")
     ap.add_argument("--images", type=int, default=64, help="demo images (eval prompts) for quality")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/openvino_cpu.json")
     ap.add_argument("--work", type=Path, default=None, help="keep the SD artifact, its IR and the NNCF model here (reruns reuse them)")
@@ -384,13 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         if args.only in (None, "quality"):
-            save("quality", quality(args.quantized, args.images, 1))
+            artifacts = {"": args.quantized} | ({"_symmetric": args.symmetric} if args.symmetric else {})
+            save("quality", quality(artifacts, args.images, 1))
         if args.only in (None, "w4a8"):
             save("w4a8", w4a8(args.images // 2))
         if args.only in (None, "speed"):
             save("speed", speed(args.repeats, args.threads, work, lambda out: save("speed", out)))
-        if args.only == "ab":
-            save("weight_zero_point_ab", weight_zero_point_ab(args.repeats, work))
     return 0
 
 

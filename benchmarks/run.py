@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -72,6 +73,14 @@ def interleave(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool 
 def paired_ratio(num: list[float], den: list[float]) -> float:
     """Median over repeats of num[i] / den[i] (adjacent runs, so a load change cancels)."""
     return median([a / b for a, b in zip(num, den, strict=True)])
+
+
+def paired_ratio_ci(num: list[float], den: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of paired_ratio, resampling the rounds."""
+    ratios = [a / b for a, b in zip(num, den, strict=True)]
+    rng = random.Random(seed)
+    meds = sorted(median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return [meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]]
 
 
 def fit_exponent(xs: list[float], ys: list[float]) -> float:

@@ -19,6 +19,10 @@ def test_fit_exponent_and_paired_ratio():
     assert math.isclose(run.fit_exponent([1, 2, 4], [3, 6, 12]), 1.0)
     assert math.isclose(run.fit_exponent([1, 2, 4], [1, 4, 16]), 2.0)
     assert run.paired_ratio([2.0, 9.0, 4.0], [1.0, 3.0, 4.0]) == 2.0
+    assert run.paired_ratio_ci([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]) == [2.0, 2.0]  # one ratio every round: no spread
+    ratios = [0.9, 0.95, 1.0, 1.05, 1.1, 0.97, 1.02]
+    lo, hi = run.paired_ratio_ci(ratios, [1.0] * len(ratios))
+    assert 0.9 <= lo < run.paired_ratio(ratios, [1.0] * len(ratios)) < hi <= 1.1
 
 
 def test_quick_in_process_cases_write_all_keys(tmp_path):
