@@ -368,7 +368,9 @@ def test_generate_stage_runs_the_openvino_route(exported, tiny_sd_dir, small_par
         p = small_params(tiny_sd_dir, model={"steps": STEPS, "scheduler": "pndm"}, eval={"num_prompts": 2},
                          generate={"kernels": kernels})
         generate(p, quantized, tmp_path / "ref.zarr", tmp_path / f"{kernels}.zarr", progress=False)
-        images[kernels] = zarr.open_group(str(tmp_path / f"{kernels}.zarr"), mode="r")["images/standard"][:]
+        store = zarr.open_group(str(tmp_path / f"{kernels}.zarr"), mode="r")
+        images[kernels] = store["images/standard"][:]
+    assert store.attrs["kernels_summary"]["precision"] == "f32"  # the scored model says how its float parts ran
     assert [p.name for p in (tmp_path / "cache" / "openvino").iterdir()] == [f"v{pov.FORMAT_VERSION}"]
     assert [p.name for p in (tmp_path / "cache" / "openvino" / f"v{pov.FORMAT_VERSION}").iterdir()] == [pov.artifact_hash(quantized)[:16]]
     assert _psnr(images["openvino"] / 255, images["fake"] / 255) >= 40
