@@ -280,9 +280,8 @@ def quality(artifacts: dict[str, Path], n_images: int, threads: int) -> dict:
         fp32.scheduler, steps = fake.scheduler, fake.unet.pcr_step.num_inference_steps  # every artifact: the demo's scheduler
         images[f"pcr{w}_fake"] = generate(fake, prompts, EVAL_SEED, steps)
         for p in ("f32", "bf16"):
-            pipe = pcr.load_pipeline(DEMO, quantized, kernels="openvino", openvino_precision=p)
-            images[f"pcr{w}_openvino{'' if p == 'f32' else '_bf16'}"] = generate(pipe, prompts, EVAL_SEED, steps)
-            compiled[f"pcr{w}_openvino{'' if p == 'f32' else '_bf16'}"] = pipe.unet.compiled
+            pipe, key = pcr.load_pipeline(DEMO, quantized, kernels="openvino", openvino_precision=p), f"pcr{w}_openvino{'' if p == 'f32' else '_bf16'}"
+            images[key], compiled[key] = generate(pipe, prompts, EVAL_SEED, steps), pipe.unet.compiled
     images["fp32"] = generate(fp32, prompts, EVAL_SEED, steps)
     gen_s = time.perf_counter() - start
     start = time.perf_counter()

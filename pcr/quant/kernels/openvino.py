@@ -74,6 +74,11 @@ PRECISIONS = {"f32": "f32", "bf16": "bf16"}
 N_TIME_IDS = 6  # SDXL time ids: original size, crop top-left, target size
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not allowed: choose one of {list(PRECISIONS)}")
+
+
 def require_openvino():
     """The openvino module, or an ImportError naming the extra to install."""
     try:
@@ -167,7 +172,6 @@ class ExportLayer(nn.Module):
         if self.padded:  # W_hat and w' s_w summed over input channels, for R_in and R'_in
             self.register_buffer("w_rowsum", w_hat.sum(1, keepdim=True))  # [C_out, 1, kh, kw]
             self.register_buffer("c_ws_rowsum", self.c * w_s.sum(1, keepdim=True))  # c R'_in comes from it
-            self.register_buffer("c_ws_total", self.c * w_s.sum((1, 2, 3)).reshape(1, -1, 1, 1))  # c R'
             self.register_buffer("bias", bias)
         else:  # b - s_k (z_k - c) R per step, R = rowsum of W_hat
             r = w_hat.flatten(1).sum(1)  # [C_out]
@@ -205,7 +209,7 @@ class ExportLayer(nn.Module):
             else:
                 y = y - (u.sum(-1, keepdim=True) - self.c * u.shape[-1]) * self.zp_scale
         if self.padded:  # s_k (y' - (z_k - c) R_in - c (R'_in - R')) + b: padded codes are 0, not c
-            border = self._valid_rowsum(x, self.c_ws_rowsum) - self.c_ws_total  # c (R'_in - R'): 0 but at the border
+            border = self._valid_rowsum(x, self.c_ws_rowsum) + self.beta.reshape(1, -1, 1, 1)  # c (R'_in - R'), beta = -c R'; 0 but at the border
             y = y - (self.zu_rest.index_select(0, k) * self._valid_rowsum(x, self.w_rowsum) + border)
             return y * self.scale.index_select(0, k) + self.bias.reshape(1, -1, 1, 1)
         offset = self.offset.index_select(0, k)  # [1, C_out]
@@ -374,8 +378,7 @@ class OpenVINOUNet(ModelMixin):
     def load(cls, ir: str | Path, threads: int | None = None, precision: str = "f32", digest: str | None = None) -> OpenVINOUNet:
         """The IR of folder `ir` (refused when it is not the export of the artifact with sha256 `digest`)."""
         ov = require_openvino()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is not allowed: choose one of {list(PRECISIONS)}")
+        check_precision(precision)
         meta = check_ir(ir, digest)
         core = ov.Core()
         try:
@@ -445,8 +448,7 @@ def _first_line(e: Exception) -> str:
 def load_openvino_unet(quantized: str | Path, ir: str | Path | None = None, threads: int | None = None,
                        precision: str = "f32") -> OpenVINOUNet:
     """Export the artifact (or reuse its cached / given IR) and load the compiled UNet."""
-    if precision not in PRECISIONS:  # before the export: a bad value costs nothing
-        raise ValueError(f"precision={precision!r} is not allowed: choose one of {list(PRECISIONS)}")
+    check_precision(precision)  # before the export: a bad value costs nothing
     digest = artifact_hash(quantized)
     folder = export_openvino(quantized, ir)
     return OpenVINOUNet.load(folder, threads=threads, precision=precision, digest=digest)
