@@ -67,7 +67,8 @@ from pcr.quant.step import STEP_COUNTER, StepCounter, step_counter
 EXTRA = "openvino"  # pyproject optional extra
 IR_XML, IR_BIN, IR_META = "unet.xml", "unet.bin", "pcr_openvino.json"
 FORMAT = "pcr-openvino-unet"
-FORMAT_VERSION = 3  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border; 3: the kernel's bias -c R'
+FORMAT_VERSION = 4  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in corrects the border; 3: the kernel's bias -c R';
+# 4: per-step scalars at the tensor's rank (fewer layout reorders)
 INT8_MAX_BITS = 8
 U8_TOP = 255
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}
@@ -124,6 +125,13 @@ def int8_support(m: QModuleMixin) -> tuple[bool, str]:
         if m.groups > 1 and not (m.weight_symmetric or m.weight_bits <= 7):
             return False, "grouped convolution with 8-bit asymmetric weights (no per-group window sums)"
     return True, ""
+
+
+def _step_scalar(table: Tensor, k: Tensor, ndim: int) -> Tensor:
+    """table[k] shaped [1] * ndim: a scalar of the tensor's rank keeps the per-step rescale in the conv's channels-last
+    layout (a [1] scalar made OpenVINO reorder every conv output to planar and back, and transpose the attention
+    blocks' inputs: format 4)."""
+    return table.index_select(0, k).reshape((1,) * ndim)
 
 
 class ExportLayer(nn.Module):
@@ -190,15 +198,19 @@ class ExportLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         k = self.step_input.k  # [1] int64
+
+        def at(table: Tensor) -> Tensor:  # the step's entry of a per-step table, at x's rank
+            return _step_scalar(table, k, x.dim())
+
         if not self.int8:  # zero padding by the conv: a padded 0 is the code 0 in float
-            c = torch.round(x * self.inv_scale.index_select(0, k))
-            c = torch.minimum(torch.maximum(c, self.lo.index_select(0, k)), self.hi.index_select(0, k))
-            return self._op(c * self.scale.index_select(0, k), self.weight, self.bias)
-        xu = x * self.inv_scale.index_select(0, k) + self.zu.index_select(0, k)
+            c = torch.round(x * at(self.inv_scale))
+            c = torch.minimum(torch.maximum(c, at(self.lo)), at(self.hi))
+            return self._op(c * at(self.scale), self.weight, self.bias)
+        xu = x * at(self.inv_scale) + at(self.zu)
         if isinstance(self.top, float):
             xu = xu.clamp(max=self.top)
         elif self.top is not None:
-            xu = torch.minimum(xu, self.top.index_select(0, k))
+            xu = torch.minimum(xu, at(self.top))
         u = torch.fake_quantize_per_tensor_affine(xu, 1.0, 0, 0, U8_TOP)  # constant range [0, 255]: u8
         shape = (-1,) + (1,) * (self.w8.dim() - 1)
         y = self._op(u, self.w8.float() * self.w_scale.reshape(shape), self.beta)  # u8 x i8 with bias -c R': y'
@@ -210,12 +222,12 @@ class ExportLayer(nn.Module):
                 y = y - (u.sum(-1, keepdim=True) - self.c * u.shape[-1]) * self.zp_scale
         if self.padded:  # s_k (y' - (z_k - c) R_in - c (R'_in - R')) + b: padded codes are 0, not c
             border = self._valid_rowsum(x, self.c_ws_rowsum) + self.beta.reshape(1, -1, 1, 1)  # c (R'_in - R'), beta = -c R'; 0 but at the border
-            y = y - (self.zu_rest.index_select(0, k) * self._valid_rowsum(x, self.w_rowsum) + border)
-            return y * self.scale.index_select(0, k) + self.bias.reshape(1, -1, 1, 1)
+            y = y - (at(self.zu_rest) * self._valid_rowsum(x, self.w_rowsum) + border)
+            return y * at(self.scale) + self.bias.reshape(1, -1, 1, 1)
         offset = self.offset.index_select(0, k)  # [1, C_out]
         if self.conv:
             offset = offset.reshape(1, -1, 1, 1)
-        return y * self.scale.index_select(0, k) + offset
+        return y * at(self.scale) + offset
 
 
 class ExportUNet(nn.Module):
