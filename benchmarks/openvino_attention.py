@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/openvino_attention.json")
     args = ap.parse_args(argv)
+    if args.repeats < 1 or args.tokens < 1:
+        ap.error(f"--repeats {args.repeats} --tokens {args.tokens}: both must be >= 1")
     torch.set_num_threads(1)
     out = measure(args.repeats, args.tokens)
     out |= {"command": "python benchmarks/openvino_attention.py " + " ".join(sys.argv[1:] if argv is None else argv),

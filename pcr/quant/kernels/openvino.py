@@ -127,13 +127,6 @@ def int8_support(m: QModuleMixin) -> tuple[bool, str]:
     return True, ""
 
 
-def _step_scalar(table: Tensor, k: Tensor, ndim: int) -> Tensor:
-    """table[k] shaped [1] * ndim: a scalar of the tensor's rank keeps the per-step rescale in the conv's channels-last
-    layout (a [1] scalar made OpenVINO reorder every conv output to planar and back, and transpose the attention
-    blocks' inputs: format 4)."""
-    return table.index_select(0, k).reshape((1,) * ndim)
-
-
 class ExportLayer(nn.Module):
     """What one QLinear / QConv2d becomes in the exported graph (see the module docstring)."""
 
@@ -199,8 +192,11 @@ class ExportLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         k = self.step_input.k  # [1] int64
 
-        def at(table: Tensor) -> Tensor:  # the step's entry of a per-step table, at x's rank
-            return _step_scalar(table, k, x.dim())
+        def at(table: Tensor) -> Tensor:
+            """table[k] shaped [1] * x.dim(): a scalar of the tensor's rank keeps the per-step rescale in the conv's
+            channels-last layout (a [1] scalar made OpenVINO reorder every conv output to planar and transpose the
+            attention blocks' inputs: format 4)."""
+            return table.index_select(0, k).reshape((1,) * x.dim())
 
         if not self.int8:  # zero padding by the conv: a padded 0 is the code 0 in float
             c = torch.round(x * at(self.inv_scale))
