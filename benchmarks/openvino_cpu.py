@@ -11,8 +11,9 @@ speed: the SD 1.5-config UNet2DConditionModel with random weights (seed 0), one 
       torch_fp32     the float UNet in torch (eager)
       pcr_int        pcr's int kernels (W8A8, params.yaml's quantizer: asymmetric weights, conv_in/conv_out float,
                      random per-step ranges, T=25; as benchmarks/int_pipeline.py)
-      pcr_openvino   the same artifact on kernels="openvino" (pcr.quant.kernels.openvino, float parts f32)
-      pcr_openvino_bf16  the same with the float parts (attention, norms, conv_in/out) in bf16
+      pcr_openvino   the same artifact on kernels="openvino" (pcr.quant.kernels.openvino), float parts f32
+      pcr_openvino_bf16  the same with the float parts (attention, norms, conv_in/out) in bf16: what the default
+                     precision "auto" (OpenVINO's own default) runs on CPUs with AVX512-BF16 or AMX
       pcr_openvino_symmetric[_bf16]  the same UNet and ranges with symmetric weights: no window sums (the
                      cost of params.yaml's asymmetric 8-bit weights, which OpenVINO's int8 kernels take only as
                      q_w - 128 plus a correction by the input's window sums)
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,14 +101,9 @@ def compile_ov(model, threads: int, precision: str | None, shapes: dict | None =
 
 def runtime_precisions(compiled) -> dict:
     """Executed Convolution / FullyConnected / MatMul nodes by runtime precision (the executed graph)."""
-    out: dict[str, int] = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        kind = info["layerType"].astype(str)
-        if kind in ("Convolution", "FullyConnected", "MatMul"):
-            key = f"{kind}:{info['runtimePrecision'].astype(str)}"
-            out[key] = out.get(key, 0) + 1
-    return out
+    from pcr.quant.kernels.openvino import executed_kernels
+
+    return dict(Counter(f"{kind}:{precision}" for kind, precision in executed_kernels(compiled).values()))
 
 
 def export_in_child(artifact: Path, out: Path) -> float:
@@ -335,7 +332,7 @@ def w4a8(n_images: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         artifact = int_pipeline.demo_artifact(Path(tmp) / "w4a8")
         fake = pcr.load_pipeline(DEMO, artifact)
-        ov_pipe = pcr.load_pipeline(DEMO, artifact, kernels="openvino", openvino_dir=Path(tmp) / "ir")
+        ov_pipe = pcr.load_pipeline(DEMO, artifact, kernels="openvino", openvino_dir=Path(tmp) / "ir", openvino_precision="f32")
         steps, prompts = fake.unet.pcr_step.num_inference_steps, first_lines(EVAL_PROMPTS, n_images)
         agree = psnr_per_image(generate(ov_pipe, prompts, EVAL_SEED, steps), generate(fake, prompts, EVAL_SEED, steps))
         summary = ov_pipe.unet.pcr_kernels

@@ -211,12 +211,12 @@ class EvalConfig:
 class GenerateConfig:
     grid_images: int = 8  # FP32 / quantized pairs shown in grid.png
     kernels: str = "fake"  # fake (reference) | int (integer kernels) | fp8 (E4M3 kernels): pcr.quant.kernels.use_kernels | openvino (CPU)
-    openvino_precision: str = "f32"  # kernels openvino: the float parts in f32 (agree with fake) | bf16 (faster)
+    openvino_precision: str = "auto"  # kernels openvino: the float parts at OpenVINO's default (bf16 on AVX512-BF16 / AMX CPUs) | f32 | bf16
 
     def __post_init__(self):
         _positive("generate.grid_images", self.grid_images)
         _choice("generate.kernels", self.kernels, ("fake", "int", "fp8", "openvino"))
-        _choice("generate.openvino_precision", self.openvino_precision, ("f32", "bf16"))
+        _choice("generate.openvino_precision", self.openvino_precision, ("auto", "f32", "bf16"))
 
 
 @dataclass(frozen=True)

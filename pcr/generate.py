@@ -34,7 +34,7 @@ def generate(params: Params, quantized: str | Path, reference_path: str | Path, 
     pipe, sampler = load_for_process(params, unet=unet, scheduler=load_scheduler(quantized))
     check_timesteps(unet, sampler.timesteps, str(quantized), f"model.steps={params.model.steps} gives", "export")
     # after load_sampler: on the model's device; the CPU route's summary names its float precision (metrics.json shows it)
-    kernels = {**unet.pcr_kernels, "precision": precision} if whole else use_kernels(pipe.unet, params.generate.kernels)
+    kernels = {**unet.pcr_kernels, "precision": unet.precision} if whole else use_kernels(pipe.unet, params.generate.kernels)
     if process_state(params.model.device).is_main_process:
         print(describe(kernels, params.generate.kernels))
     schedule = qmap.meta["schedule"]

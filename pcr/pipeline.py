@@ -43,7 +43,7 @@ def load_scheduler(quantized_path: str | Path) -> SchedulerMixin:
 
 
 def load_pipeline(model_path: str | Path, quantized_path: str | Path, kernels: str = "fake",
-                  openvino_dir: str | Path | None = None, openvino_precision: str = "f32",
+                  openvino_dir: str | Path | None = None, openvino_precision: str = "auto",
                   **from_pretrained_kwargs: Any) -> DiffusionPipeline:
     """A stock StableDiffusionPipeline / StableDiffusionXLPipeline with the quantized UNet and calibrated scheduler.
 
@@ -51,7 +51,8 @@ def load_pipeline(model_path: str | Path, quantized_path: str | Path, kernels: s
     the UNet is cast to that dtype too, its quantization scales stay float32. Local files only.
     kernels: "fake" | "int" (layers the int path cannot run stay fake, named in the printed summary) |
     "openvino" (float32 pipeline on the CPU; openvino_dir: where the IR is written / read; openvino_precision: the
-    UNet's float parts in "f32" or "bf16", as `OpenVINOUNet.load`).
+    UNet's float parts, "auto" (OpenVINO's default for the CPU: bf16 where it has AVX512-BF16 or AMX), "f32" or "bf16",
+    as `OpenVINOUNet.load`).
     """
     if kernels not in KERNELS:
         raise ValueError(f"kernels={kernels!r} is not allowed: choose one of {list(KERNELS)}")
@@ -74,7 +75,7 @@ def load_pipeline(model_path: str | Path, quantized_path: str | Path, kernels: s
 
 
 def load_unet_on(kernels: str, quantized_path: str | Path, ir_dir: str | Path | None = None,
-                 precision: str = "f32") -> torch.nn.Module:
+                 precision: str = "auto") -> torch.nn.Module:
     """The UNet of a whole-UNet backend (kernels in WHOLE_UNET), compiled from the artifact."""
     from pcr.quant.kernels.openvino import load_openvino_unet
 

@@ -21,7 +21,7 @@ def test_repo_params_yaml_is_valid():
     ({"model": {"scheduler": "ddpm"}}, r"model.scheduler='ddpm' is not allowed: choose one of \['ddim', 'dpm\+\+', 'euler', 'pndm'\]"),
     ({"model": {"dtype": "int8"}}, r"model.dtype='int8' is not allowed"),
     ({"generate": {"kernels": "int8"}}, r"generate.kernels='int8' is not allowed: choose one of \['fake', 'fp8', 'int', 'openvino'\]"),
-    ({"generate": {"openvino_precision": "fp16"}}, r"generate.openvino_precision='fp16' is not allowed: choose one of \['bf16', 'f32'\]"),
+    ({"generate": {"openvino_precision": "fp16"}}, r"generate.openvino_precision='fp16' is not allowed: choose one of \['auto', 'bf16', 'f32'\]"),
     ({"quant": {"format": "fp16"}}, r"quant.format='fp16' is not allowed: choose one of \['fp8', 'int'\]"),
     ({"quant": {"format": "fp8", "act_bits": 6}}, r"quant.act_bits=6 is not allowed with quant.format=fp8"),
     ({"quant": {"format": "fp8", "weight_method": "adaround"}}, r"weight_method='adaround' is not allowed with quant.format=fp8"),

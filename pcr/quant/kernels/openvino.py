@@ -37,8 +37,9 @@ w' = q_w - z_w when it fits int8 (symmetric or <= 7-bit weights, d_w = 0), else 
 z_w - 128 (OpenVINO's CPU plugin runs no int8 kernel with weight zero points).
 Layers the route cannot run exactly in int8 (a step above 8 bits, grouped convolutions with 8-bit
 asymmetric weights, activation quantizer off) stay fake-quantized inside the same model, in float32, by
-name in the summary. The float parts run in float32 (`precision="f32"`, the default: agreement with
-`fake`) or bf16 (`precision="bf16"`).
+name in the summary. The float parts run at OpenVINO's default precision for the CPU (`precision="auto"`, the
+default: bf16 on CPUs with AVX512-BF16 or AMX, the fast setting, else f32), in float32 (`"f32"`: the closest
+agreement with `fake`) or bf16 (`"bf16"`).
 """
 
 from __future__ import annotations
@@ -71,13 +72,27 @@ FORMAT_VERSION = 4  # 2: padded convs zero-pad the u codes (no Pad nodes), R_in 
 # 4: per-step scalars at the tensor's rank (fewer layout reorders)
 INT8_MAX_BITS = 8
 U8_TOP = 255
-PRECISIONS = {"f32": "f32", "bf16": "bf16"}
+PRECISIONS = {"auto": None, "f32": "f32", "bf16": "bf16"}  # auto: OpenVINO's default for the CPU (bf16 where it has
+# AVX512-BF16 or AMX, else f32), the precision OpenVINO's own int8 models run at
 N_TIME_IDS = 6  # SDXL time ids: original size, crop top-left, target size
+KERNEL_LAYERS = ("Convolution", "FullyConnected", "MatMul")  # executed layer types that carry the weights
 
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not allowed: choose one of {list(PRECISIONS)}")
+
+
+def executed_kernels(compiled) -> dict[str, tuple[str, str]]:
+    """The convolutions and matmuls OpenVINO's CPU plugin runs (its executed graph, not the IR): name -> (layer
+    type, runtime precision); "u8" / "i8" is an int8 kernel, "bf16" / "f32" a float one."""
+    out = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str)
+        if kind in KERNEL_LAYERS:
+            out[op.get_friendly_name()] = (kind, info["runtimePrecision"].astype(str))
+    return out
 
 
 def require_openvino():
@@ -189,14 +204,17 @@ class ExportLayer(nn.Module):
         ones = x.new_ones((1, 1, x.shape[-2], x.shape[-1]))
         return F.conv2d(ones, rowsum, None, self.stride, self.padding, self.dilation)
 
+    def step_scalar(self, table: Tensor, x: Tensor) -> Tensor:
+        """table[k] shaped [1] * x.dim(): a scalar of the tensor's rank keeps the per-step rescale in the conv's
+        channels-last layout (a [1] scalar made OpenVINO reorder every conv output to planar and transpose the
+        attention blocks' inputs: format 4)."""
+        return table.index_select(0, self.step_input.k).reshape((1,) * x.dim())
+
     def forward(self, x: Tensor) -> Tensor:
         k = self.step_input.k  # [1] int64
 
         def at(table: Tensor) -> Tensor:
-            """table[k] shaped [1] * x.dim(): a scalar of the tensor's rank keeps the per-step rescale in the conv's
-            channels-last layout (a [1] scalar made OpenVINO reorder every conv output to planar and transpose the
-            attention blocks' inputs: format 4)."""
-            return table.index_select(0, k).reshape((1,) * x.dim())
+            return self.step_scalar(table, x)
 
         if not self.int8:  # zero padding by the conv: a padded 0 is the code 0 in float
             c = torch.round(x * at(self.inv_scale))
@@ -383,7 +401,7 @@ class OpenVINOUNet(ModelMixin):
             self.add_embedding = SimpleNamespace(linear_1=SimpleNamespace(in_features=width))
 
     @classmethod
-    def load(cls, ir: str | Path, threads: int | None = None, precision: str = "f32", digest: str | None = None) -> OpenVINOUNet:
+    def load(cls, ir: str | Path, threads: int | None = None, precision: str = "auto", digest: str | None = None) -> OpenVINOUNet:
         """The IR of folder `ir` (refused when it is not the export of the artifact with sha256 `digest`)."""
         ov = require_openvino()
         check_precision(precision)
@@ -397,7 +415,9 @@ class OpenVINOUNet(ModelMixin):
         names = [sorted(p.get_names()) for p in model.inputs]
         if sorted(n for ns in names for n in ns if n in meta["inputs"]) != sorted(meta["inputs"]):
             raise StoreError(f"{Path(ir) / IR_XML}: inputs {names} are not the exported {meta['inputs']}: export again")
-        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if PRECISIONS[precision]:
+            config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision]
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         return cls(core, model, meta, config, Path(ir))
@@ -414,6 +434,12 @@ class OpenVINOUNet(ModelMixin):
             raise StoreError(f"{self.where / IR_BIN}: damaged OpenVINO IR, cannot be compiled ({_first_line(e)}): "
                              "delete the folder and export again") from None
         self.request, self.shapes = self.compiled.create_infer_request(), shapes
+
+    @property
+    def precision(self) -> str:
+        """"f32" | "bf16": what the float parts run in on this CPU (the hint given, or OpenVINO's default for it)."""
+        hint = self.ov_config.get("INFERENCE_PRECISION_HINT") or self.core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+        return str(hint if isinstance(hint, str) else hint.get_type_name())
 
     @property
     def device(self) -> torch.device:
@@ -454,7 +480,7 @@ def _first_line(e: Exception) -> str:
 
 
 def load_openvino_unet(quantized: str | Path, ir: str | Path | None = None, threads: int | None = None,
-                       precision: str = "f32") -> OpenVINOUNet:
+                       precision: str = "auto") -> OpenVINOUNet:
     """Export the artifact (or reuse its cached / given IR) and load the compiled UNet."""
     check_precision(precision)  # before the export: a bad value costs nothing
     digest = artifact_hash(quantized)
