@@ -2,7 +2,7 @@
 """The CPU route (issue 22): pcr's W8A8 UNet on OpenVINO against torch, OpenVINO's own FP32 / bf16 / NNCF int8.
 
     pip install -e '.[bench-openvino]'
-    python benchmarks/openvino_cpu.py [--repeats 3] [--threads 1 2] [--only speed|quality|w4a8] [--work DIR]
+    python benchmarks/openvino_cpu.py [--repeats 3] [--threads 1 2] [--only speed|quality|w4a8|profile] [--work DIR]
                                       [--quantized outputs/quantized] [--symmetric DIR] [--images 64]
                                       [--out benchmarks/openvino_cpu.json]
 
@@ -31,6 +31,9 @@ quality: the demo pipeline (data/demo/pipeline), the first --images eval prompts
     Per image PSNR to the FP32 images; paired differences with a 95% BCa bootstrap interval (pcr.metrics.bootstrap,
     the intervals score reports); agreement of each openvino route with its fake (mean, worst).
 w4a8: a W4A8 demo artifact (4-bit weights, fp32 min/max per-step ranges) on openvino against fake (--images / 2).
+profile: where the time goes, after speed (its --work models): OpenVINO's per-node counters of pcr's fastest route
+    (symmetric weights, bf16) and NNCF int8, one thread, ms per inference by part (int8 convolutions, fully
+    connected, attention, other fused elementwise subgraphs, reorders and transposes, the step-table gathers).
 Writes each section into --out (JSON) with the command that made it, keeping the other sections.
 """
 
@@ -204,6 +207,61 @@ def speed(repeats: int, threads: list[int], tmp: Path, save=lambda out: None) ->
     return out
 
 
+PARTS = {  # what a profile row is: (executed node type, a substring of the node's name or "")
+    "int8 convolutions": [("Convolution", "")],
+    "fully connected": [("FullyConnected", ""), ("FullyConnectedQuantizedLegacy", "")],
+    "attention (MHA subgraphs)": [("Subgraph", "scaled_dot_product_attention")],
+    "other fused elementwise subgraphs": [("Subgraph", "")],
+    "reorders and transposes": [("Reorder", ""), ("Transpose", "")],
+    "step-table gathers": [("Gather", "")],
+}
+
+
+def part_of(node_type: str, name: str) -> str:
+    for part, kinds in PARTS.items():
+        if any(node_type == t and sub in name for t, sub in kinds):
+            return part
+    return "other"
+
+
+def profile(tmp: Path, rounds: int = 5) -> dict:
+    """Where the time goes: OpenVINO's per-node counters (PERF_COUNT) of pcr's fastest route (symmetric weights, bf16)
+    and NNCF int8, one thread, on the speed section's models (its --work folder), ms per inference by part."""
+    import openvino as ov
+
+    models = {"pcr_openvino_symmetric_bf16": tmp / "sd15_symmetric_openvino" / "unet.xml", "nncf_int8": tmp / "sd15_nncf_int8.xml"}
+    missing = [str(m) for m in models.values() if not m.is_file()]
+    if missing:
+        raise SystemExit(f"--only profile reads the speed section's models, missing: {missing}; run --only speed --work {tmp} first")
+    g = torch.Generator().manual_seed(0)
+    feed = {"sample": torch.randn(2, 4, 32, 32, generator=g).numpy(), "timestep": np.array([960.0], np.float32),
+            "encoder_hidden_states": torch.randn(2, 77, SD15["cross_attention_dim"], generator=g).numpy()}
+    out = {}
+    for key, path in models.items():
+        model = ov.Core().read_model(path)
+        inputs = {**feed, "step": np.zeros(1, np.int64)} if key.startswith("pcr") else feed
+        model.reshape({k: v.shape for k, v in inputs.items()})
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY",
+                                                           "PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "bf16"})
+        request = compiled.create_infer_request()
+        request.infer(inputs)  # warm-up
+        ms, nodes = {}, {}
+        for _ in range(rounds):
+            request.infer(inputs)
+            for p in request.profiling_info:
+                if p.status == p.Status.EXECUTED:
+                    part = part_of(p.node_type, p.node_name)
+                    ms[part] = ms.get(part, 0.0) + p.real_time.total_seconds() * 1e3 / rounds
+                    nodes[part] = nodes.get(part, 0) + 1
+        out[key] = {"total_ms": sum(ms.values()), "ms": ms, "nodes": {k: v // rounds for k, v in nodes.items()}}
+        del request, compiled
+    print("profile, ms per inference (nodes):", flush=True)
+    for part in [*PARTS, "other"]:
+        print(f"  {part:36s} " + "  ".join(f"{k} {v['ms'].get(part, 0):7.1f} ({v['nodes'].get(part, 0)})" for k, v in out.items()))
+    print("  total                                " + "  ".join(f"{k} {v['total_ms']:7.1f}" for k, v in out.items()), flush=True)
+    return {"rounds": rounds, "threads": 1, "precision_hint": "bf16", "by_model": out}
+
+
 def first_lines(path: Path, n: int) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()][:n]
 
@@ -344,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--only", choices=["speed", "quality", "w4a8"], default=None)
+    ap.add_argument("--only", choices=["speed", "quality", "w4a8", "profile"], default=None)
     ap.add_argument("--quantized", type=Path, default=ROOT / "outputs/quantized", help="pcr's W8A8 progressive demo artifact")
     ap.add_argument("--symmetric", type=Path, default=None,
                     help="quality: the same with quant.weight_symmetric: true (dvc exp run -S quant.weight_symmetric=true)")
@@ -370,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             save("w4a8", w4a8(args.images // 2))
         if args.only in (None, "speed"):
             save("speed", speed(args.repeats, args.threads, work, lambda out: save("speed", out)))
+        if args.only in (None, "profile"):  # after speed: its models
+            save("profile", profile(work))
     return 0
 
 
