@@ -32,7 +32,7 @@ quality: the demo pipeline (data/demo/pipeline), the first --images eval prompts
     the intervals score reports); agreement of each openvino route with its fake (mean, worst).
 w4a8: a W4A8 demo artifact (4-bit weights, fp32 min/max per-step ranges) on openvino against fake (--images / 2).
 profile: where the time goes, after speed (its --work models): OpenVINO's per-node counters of pcr's fastest route
-    (symmetric weights, bf16) and NNCF int8, one thread, ms per inference by part (int8 convolutions, fully
+    (symmetric weights, bf16) and NNCF int8, one thread, ms per inference by part (convolutions, fully
     connected, attention, other fused elementwise subgraphs, reorders and transposes, the step-table gathers).
 Writes each section into --out (JSON) with the command that made it, keeping the other sections.
 """
@@ -208,7 +208,7 @@ def speed(repeats: int, threads: list[int], tmp: Path, save=lambda out: None) ->
 
 
 PARTS = {  # what a profile row is: (executed node type, a substring of the node's name or "")
-    "int8 convolutions": [("Convolution", "")],
+    "convolutions": [("Convolution", "")],  # pcr: conv_in and conv_out in bf16, the rest u8 x i8
     "fully connected": [("FullyConnected", ""), ("FullyConnectedQuantizedLegacy", "")],
     "attention (MHA subgraphs)": [("Subgraph", "scaled_dot_product_attention")],
     "other fused elementwise subgraphs": [("Subgraph", "")],
@@ -236,25 +236,27 @@ def profile(tmp: Path, rounds: int = 5) -> dict:
     g = torch.Generator().manual_seed(0)
     feed = {"sample": torch.randn(2, 4, 32, 32, generator=g).numpy(), "timestep": np.array([960.0], np.float32),
             "encoder_hidden_states": torch.randn(2, 77, SD15["cross_attention_dim"], generator=g).numpy()}
-    out = {}
+    requests, inputs = {}, {}
     for key, path in models.items():
         model = ov.Core().read_model(path)
-        inputs = {**feed, "step": np.zeros(1, np.int64)} if key.startswith("pcr") else feed
-        model.reshape({k: v.shape for k, v in inputs.items()})
-        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY",
-                                                           "PERF_COUNT": True, "INFERENCE_PRECISION_HINT": "bf16"})
-        request = compiled.create_infer_request()
-        request.infer(inputs)  # warm-up
-        ms, nodes = {}, {}
-        for _ in range(rounds):
-            request.infer(inputs)
+        inputs[key] = {**feed, "step": np.zeros(1, np.int64)} if key.startswith("pcr") else feed
+        model.reshape({k: v.shape for k, v in inputs[key].items()})
+        requests[key] = ov.Core().compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True,
+            "INFERENCE_PRECISION_HINT": "bf16"}).create_infer_request()
+        requests[key].infer(inputs[key])  # warm-up
+    ms = {key: {} for key in models}
+    nodes = {key: {} for key in models}
+    for _ in range(rounds):  # interleaved, as the speed section: drift of the machine falls on both alike
+        for key, request in requests.items():
+            request.infer(inputs[key])
             for p in request.profiling_info:
                 if p.status == p.Status.EXECUTED:
                     part = part_of(p.node_type, p.node_name)
-                    ms[part] = ms.get(part, 0.0) + p.real_time.total_seconds() * 1e3 / rounds
-                    nodes[part] = nodes.get(part, 0) + 1
-        out[key] = {"total_ms": sum(ms.values()), "ms": ms, "nodes": {k: v // rounds for k, v in nodes.items()}}
-        del request, compiled
+                    ms[key][part] = ms[key].get(part, 0.0) + p.real_time.total_seconds() * 1e3 / rounds
+                    nodes[key][part] = nodes[key].get(part, 0) + 1
+    out = {key: {"total_ms": sum(ms[key].values()), "ms": ms[key], "nodes": {k: v // rounds for k, v in nodes[key].items()}}
+           for key in models}
     print("profile, ms per inference (nodes):", flush=True)
     for part in [*PARTS, "other"]:
         print(f"  {part:36s} " + "  ".join(f"{k} {v['ms'].get(part, 0):7.1f} ({v['nodes'].get(part, 0)})" for k, v in out.items()))

@@ -14,7 +14,7 @@ import openvino_cpu as bench  # noqa: E402
     ("Subgraph", "__module.unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1/aten::scaled_dot_product_attention/X",
      "attention (MHA subgraphs)"),
     ("Subgraph", "__module.unet.down_blocks.0.attentions.0.proj_in/aten::add/Add_1", "other fused elementwise subgraphs"),
-    ("Convolution", "__module.unet.down_blocks.0.resnets.0.conv1/aten::_convolution/Convolution", "int8 convolutions"),
+    ("Convolution", "__module.unet.down_blocks.0.resnets.0.conv1/aten::_convolution/Convolution", "convolutions"),
     ("FullyConnectedQuantizedLegacy", "to_q/aten::linear/MatMul/DequantizationMul", "fully connected"),
     ("Transpose", "Transpose_74078", "reorders and transposes"),
     ("Gather", "to_q/aten::index_select/Gather_2", "step-table gathers"),
