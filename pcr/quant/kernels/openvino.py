@@ -437,9 +437,16 @@ class OpenVINOUNet(ModelMixin):
 
     @property
     def precision(self) -> str:
-        """"f32" | "bf16": what the float parts run in on this CPU (the hint given, or OpenVINO's default for it)."""
-        hint = self.ov_config.get("INFERENCE_PRECISION_HINT") or self.core.get_property("CPU", "INFERENCE_PRECISION_HINT")
-        return str(hint if isinstance(hint, str) else hint.get_type_name())
+        """"f32" | "bf16": what the float parts run in on this CPU: the compiled model's precision, or before the first
+        call the hint given (bf16 only where the CPU has it: else OpenVINO runs f32) or OpenVINO's default for the CPU."""
+        if self.compiled is not None:
+            return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        hint = self.ov_config.get("INFERENCE_PRECISION_HINT")
+        if hint is None:
+            return self.core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+        if hint == "bf16" and "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            return "f32"
+        return hint
 
     @property
     def device(self) -> torch.device:
