@@ -118,6 +118,12 @@ def export_in_child(artifact: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def sd15_feed(g: torch.Generator) -> dict[str, np.ndarray]:
+    """The UNet inputs both sections time: 32x32 latents, batch 2, 77 text tokens, timestep 960 (step 0)."""
+    return {"sample": torch.randn(2, 4, 32, 32, generator=g).numpy(), "timestep": np.array([960.0], np.float32),
+            "encoder_hidden_states": torch.randn(2, 77, SD15["cross_attention_dim"], generator=g).numpy()}
+
+
 @torch.no_grad()
 def speed(repeats: int, threads: list[int], tmp: Path, save=lambda out: None) -> dict:
     import openvino as ov
@@ -130,9 +136,8 @@ def speed(repeats: int, threads: list[int], tmp: Path, save=lambda out: None) ->
 
     timesteps = [float(t) for t in range(960, -1, -40)]  # T = 25
     g = torch.Generator().manual_seed(0)
-    x, c = torch.randn(2, 4, 32, 32, generator=g), torch.randn(2, 77, SD15["cross_attention_dim"], generator=g)
-    t = torch.tensor([timesteps[0]])
-    feed = {"sample": x.numpy(), "timestep": t.numpy(), "encoder_hidden_states": c.numpy()}
+    feed = sd15_feed(g)
+    x, c, t = (torch.from_numpy(feed[k]) for k in ("sample", "encoder_hidden_states", "timestep"))
     step_feed = {**feed, "step": np.zeros(1, dtype=np.int64)}
     calib = [{k: torch.randn(v.shape, generator=g).numpy() if k != "timestep" else np.array([ts], np.float32)
               for k, v in feed.items()} for ts in timesteps[::3]]
@@ -233,9 +238,7 @@ def profile(tmp: Path, rounds: int = 5) -> dict:
     missing = [str(m) for m in models.values() if not m.is_file()]
     if missing:
         raise SystemExit(f"--only profile reads the speed section's models, missing: {missing}; run --only speed --work {tmp} first")
-    g = torch.Generator().manual_seed(0)
-    feed = {"sample": torch.randn(2, 4, 32, 32, generator=g).numpy(), "timestep": np.array([960.0], np.float32),
-            "encoder_hidden_states": torch.randn(2, 77, SD15["cross_attention_dim"], generator=g).numpy()}
+    feed = sd15_feed(torch.Generator().manual_seed(0))
     requests, inputs = {}, {}
     for key, path in models.items():
         model = ov.Core().read_model(path)

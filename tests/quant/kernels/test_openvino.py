@@ -172,8 +172,8 @@ def test_padded_conv_runs_without_pad_nodes_and_agrees_at_the_border(ov, tmp_pat
             assert float(border.mean()) <= 1e-4 * float(ref.abs().max()), (static, k, float(border.mean()))
 
 
-class _ConvChain(nn.Module):
-    """conv -> SiLU -> conv, both export layers of one step input: what a UNet's resnet block runs."""
+class _Stepped(nn.Module):
+    """Export layers of one step input, combined by `body`: (x, step) -> output."""
 
     def __init__(self, layers, step):
         super().__init__()
@@ -181,6 +181,13 @@ class _ConvChain(nn.Module):
 
     def forward(self, x, k):
         self.step.k = k
+        return self.body(x)
+
+
+class _ConvChain(_Stepped):
+    """conv -> SiLU -> conv: what a UNet's resnet block runs."""
+
+    def body(self, x):
         return self.layers[1](F.silu(self.layers[0](x)))
 
 
@@ -219,13 +226,8 @@ def test_per_step_scalars_keep_the_convs_in_one_layout(ov, monkeypatch):
     np.testing.assert_allclose(y, y_flat, rtol=0, atol=1e-2 * float(np.abs(y_flat).max()))  # the layout, not the numbers
 
 
-class _QKV(nn.Module):
-    def __init__(self, layers, step):
-        super().__init__()
-        self.layers, self.step = nn.ModuleList(layers), step
-
-    def forward(self, x, k):
-        self.step.k = k
+class _QKV(_Stepped):
+    def body(self, x):
         return torch.cat([m(x) for m in self.layers], -1)
 
 
